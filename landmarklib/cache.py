@@ -1,0 +1,248 @@
+"""Decode cache: every image decoded once into uint8 arrays at the working size.
+
+    cache = build_cache(data_dir, "train", cache_root, size=128, mode="crop")
+
+A cache folder holds images.npy (N, S, S, 3) uint8 (read back as a memmap), affine.npy
+(N, 4) per-image (sx, sy, ox, oy) from original to input pixels, sizes.npy (N, 2) original
+width/height, landmarks.npy (N, 971, 2) original pixels where known, names.txt, done.npy
+(which rows are decoded) and manifest.json (source fingerprint + parameters). A rerun
+with the same inputs reuses it; an interrupted build resumes; a changed parameter or
+source file rebuilds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import queue
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from .data import DataError, Split, check_images_exist, load_split
+from .geometry import fit_affine, to_input, to_normalized, warp_image
+
+CACHE_VERSION = 1
+
+
+def _fingerprint(split: Split) -> str:
+    """Hash of the listing and every source file's (name, size, mtime): cheap, no decoding."""
+    h = hashlib.sha1()
+    csv = split.image_dir.parent / ("landmarks.csv" if split.name == "train" else "test_points.csv")
+    for p in [csv] + [split.image_dir / n for n in split.names]:
+        st = p.stat()
+        h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class Cache:
+    """A built cache, memory-mapped."""
+    path: Path
+    names: np.ndarray
+    images: np.ndarray            # (N, S, S, 3) uint8 memmap
+    affine: np.ndarray            # (N, 4)
+    sizes: np.ndarray             # (N, 2)
+    landmarks: np.ndarray | None  # (N, 971, 2) original pixels
+    size: int
+    mode: str
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def targets(self) -> np.ndarray:
+        """Landmarks in normalized input coordinates ([-1, 1] over the input square), float32."""
+        return to_normalized(to_input(self.landmarks, self.affine), self.size).astype(np.float32)
+
+
+_worker: dict = {}
+
+
+def _init_worker(images_path: str) -> None:
+    _worker["images"] = np.load(images_path, mmap_mode="r+")
+
+
+def _decode_chunk(args: tuple) -> list[tuple[int, np.ndarray]]:
+    rows, paths, size, mode = args
+    out = []
+    for i, p in zip(rows, paths):
+        try:
+            with Image.open(p) as im:
+                a = fit_affine(im.size[0], im.size[1], size, mode)
+                _worker["images"][i] = warp_image(im, a, size, mode)
+                out.append((i, a, im.size))
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise DataError(f"{p}: corrupt or unreadable image: {e}") from None
+    return out
+
+
+def build_cache(data_dir: Path | str, split: str, cache_root: Path | str, size: int = 128, mode: str = "crop",
+                workers: int | None = None, progress: bool = True) -> Cache:
+    """Decode `split` once into cache_root/<split>_<size>_<mode>/ (reused when unchanged)."""
+    fit_affine(100, 100, size, mode)  # validates mode early
+    src = load_split(data_dir, split)
+    check_images_exist(src, "landmarks.csv" if split == "train" else "test_points.csv")
+    out = Path(cache_root) / f"{split}_{size}_{mode}"
+    manifest = {"version": CACHE_VERSION, "split": split, "size": size, "mode": mode,
+                "count": len(src.names), "source": _fingerprint(src)}
+    done = None
+    if (out / "manifest.json").is_file() and json.loads((out / "manifest.json").read_text()) == manifest:
+        done = np.load(out / "done.npy")
+    if done is None:  # new or changed: start over
+        out.mkdir(parents=True, exist_ok=True)
+        for f in out.iterdir():
+            f.unlink()
+        np.lib.format.open_memmap(out / "images.npy", "w+", np.uint8, (len(src.names), size, size, 3)).flush()
+        for name, arr in [("affine", np.zeros((len(src.names), 4))), ("sizes", np.zeros((len(src.names), 2), np.int64)),
+                          ("done", np.zeros(len(src.names), bool))]:
+            np.save(out / f"{name}.npy", arr)
+        (out / "names.txt").write_text("\n".join(src.names) + "\n")
+        _atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
+        done = np.zeros(len(src.names), bool)
+    todo = np.flatnonzero(~done)
+    if len(todo):
+        _decode(out, src, todo, size, mode, workers, progress)
+    if src.landmarks is not None and not (out / "landmarks.npy").is_file():
+        np.save(out / "landmarks.npy", src.landmarks)
+    return open_cache(out)
+
+
+def _decode(out: Path, src: Split, todo: np.ndarray, size: int, mode: str, workers: int | None,
+            progress: bool) -> None:
+    affine, sizes, done = (np.load(out / f"{n}.npy") for n in ("affine", "sizes", "done"))
+    workers = workers or os.cpu_count() or 1
+    step = 64
+    jobs = [(todo[i:i + step], [str(src.image_dir / src.names[j]) for j in todo[i:i + step]], size, mode)
+            for i in range(0, len(todo), step)]
+    bar = tqdm(total=len(todo), desc=f"cache {src.name} {size}px {mode}", disable=not progress, unit="img")
+
+    def save_state() -> None:  # after each chunk, so a killed build resumes where it stopped
+        for n, arr in (("affine", affine), ("sizes", sizes), ("done", done)):
+            _atomic_save(out / f"{n}.npy", arr)
+
+    def collect(results) -> None:
+        for chunk in results:
+            for i, a, wh in chunk:
+                affine[i], sizes[i], done[i] = a, wh, True
+            bar.update(len(chunk))
+            if bar.n % (step * 16) < len(chunk) or bar.n == len(todo):
+                save_state()
+
+    images_path = str(out / "images.npy")
+    try:
+        if workers > 1 and len(todo) > step:
+            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(images_path,)) as ex:
+                collect(ex.map(_decode_chunk, jobs))
+        else:
+            _init_worker(images_path)
+            collect(map(_decode_chunk, jobs))
+    finally:
+        _worker.clear()
+        save_state()
+        bar.close()
+
+
+def _atomic_save(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def open_cache(path: Path | str) -> Cache:
+    path = Path(path)
+    m = json.loads((path / "manifest.json").read_text())
+    if not np.load(path / "done.npy").all():
+        raise DataError(f"{path}: cache build is incomplete; run build_cache again to resume it")
+    lm = path / "landmarks.npy"
+    return Cache(path=path, names=np.array((path / "names.txt").read_text().split()),
+                 images=np.load(path / "images.npy", mmap_mode="r"), affine=np.load(path / "affine.npy"),
+                 sizes=np.load(path / "sizes.npy"), landmarks=np.load(lm) if lm.is_file() else None,
+                 size=m["size"], mode=m["mode"])
+
+
+class BatchLoader:
+    """Batches straight from the cache: uint8 NHWC images and float32 targets, on `device`.
+
+    A background thread gathers the next batches (a memcpy out of the memmap, pinned on
+    CUDA) while the GPU works on the current one; the host->device copy is non-blocking.
+    Under DistributedDataParallel every rank walks the same shuffled order and takes its
+    own slice of each global batch, so N ranks see exactly what one process would.
+    """
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray | None, indices: np.ndarray, batch_size: int,
+                 shuffle: bool, seed: int = 0, device: str | torch.device = "cpu", drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1, prefetch: int = 3):
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} is not divisible by the {world_size} processes")
+        self.images, self.targets = images, targets
+        self.indices = np.asarray(indices)
+        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.device = torch.device(device)
+        self.rank, self.world_size, self.prefetch = rank, world_size, prefetch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _batches(self):
+        order = self.indices
+        if self.shuffle:
+            order = order[np.random.default_rng([self.seed, self.epoch]).permutation(len(order))]
+        for b in range(len(self)):
+            rows = order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world_size]
+            sorted_rows = np.sort(rows)  # memmap reads in file order
+            imgs = torch.from_numpy(self.images[sorted_rows])
+            tg = torch.from_numpy(self.targets[sorted_rows]) if self.targets is not None else None
+            if self.device.type == "cuda":
+                imgs = imgs.pin_memory()
+                tg = tg.pin_memory() if tg is not None else None
+            yield imgs, tg, torch.from_numpy(sorted_rows)
+
+    def __iter__(self):
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for item in self._batches():
+                    if stop.is_set():
+                        return
+                    q.put(item)
+            except BaseException as e:  # surface loader errors in the training loop
+                q.put(e)
+                return
+            q.put(None)
+
+        t = threading.Thread(target=produce, daemon=True)
+        t.start()
+        try:
+            while (item := q.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                imgs, tg, rows = item
+                yield (imgs.to(self.device, non_blocking=True),
+                       tg.to(self.device, non_blocking=True) if tg is not None else None, rows)
+        finally:
+            stop.set()
+            while t.is_alive():  # drain so the producer can exit
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    t.join(0.01)

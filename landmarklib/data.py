@@ -1,0 +1,296 @@
+"""Reading and checking the contest layout (../shared/FORMAT.md).
+
+    python -m landmarklib.data check --data-dir D
+
+Every problem is a DataError whose message starts with `file:line:` so a user can open
+the file at the right place; the CLI prints it and exits 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from .layout import N_POINTS
+
+N_QUERY = 30
+LANDMARK_COLUMNS = ["file_name"] + [f"Point_{i}_{c}" for i in range(N_POINTS) for c in "XY"]
+TEST_COLUMNS = ["file_name", "point_index_list"]
+CHUNK_ROWS = 20_000  # bounded memory on the 394k-row 2020 file
+
+
+class DataError(Exception):
+    """Bad input, with a message that names the file, the line and the problem."""
+
+
+def _where(path: Path | str, line: int | None = None) -> str:
+    return f"{path}:{line}" if line is not None else str(path)
+
+
+def _check_header(path: Path, sep: str, expected: list[str]) -> None:
+    with open(path, encoding="utf-8", newline="") as f:
+        header = f.readline().rstrip("\r\n").split(sep)
+    if header == expected:
+        return
+    if len(header) != len(expected):
+        raise DataError(f"{_where(path, 1)}: header has {len(header)} columns, expected {len(expected)} "
+                        f"({expected[0]!r}, {expected[1]!r}, ...; separator {sep!r})")
+    bad = next(i for i, (a, b) in enumerate(zip(header, expected)) if a != b)
+    raise DataError(f"{_where(path, 1)}: header column {bad + 1} is {header[bad]!r}, expected {expected[bad]!r}")
+
+
+def _located_parser_error(path: Path, err: Exception) -> DataError:
+    m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+    if m:
+        expected, line, saw = m.groups()
+        return DataError(f"{_where(path, int(line))}: {saw} fields, expected {expected} "
+                         f"(Expected {expected} fields in line {line}, saw {saw})")
+    return DataError(f"{path}: {err}")
+
+
+def _read_csv_located(path: Path, sep: str, names: list[str], dtype, chunksize=None):
+    """pd.read_csv with the C parser; a ragged line becomes a located DataError."""
+    try:
+        return pd.read_csv(path, sep=sep, header=0, names=names, dtype=dtype, engine="c",
+                           chunksize=chunksize, na_filter=True)
+    except pd.errors.ParserError as e:
+        raise _located_parser_error(path, e) from None
+
+
+def read_landmarks(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    """train/landmarks.csv -> (file names (N,), landmarks float32 (N, 971, 2)).
+
+    The C parser reads 20,000 rows at a time straight into float32, so the 2020 file
+    (1.5 GB of text) needs ~3 GB for the result and no per-line Python.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    _check_header(path, "\t", LANDMARK_COLUMNS)
+    dtype = {c: np.float32 for c in LANDMARK_COLUMNS[1:]} | {"file_name": str}
+    names, blocks, first_line = [], [], 2
+    reader = _read_csv_located(path, "\t", LANDMARK_COLUMNS, dtype, chunksize=CHUNK_ROWS)
+    while True:
+        try:
+            chunk = next(reader)
+        except StopIteration:
+            break
+        except pd.errors.ParserError as e:
+            raise _located_parser_error(path, e) from None
+        except ValueError as e:  # a non-numeric value somewhere in this chunk: find it
+            raise _locate_bad_value(path, first_line, e) from None
+        values = chunk.iloc[:, 1:].to_numpy(dtype=np.float32)
+        bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1) | chunk["file_name"].isna().to_numpy())
+        if len(bad_rows):
+            r = bad_rows[0]
+            row = values[r]
+            col = int(np.flatnonzero(~np.isfinite(row))[0]) + 1 if not np.isfinite(row).all() else 0
+            raise DataError(f"{_where(path, first_line + r)}: missing or non-finite value in column "
+                            f"{LANDMARK_COLUMNS[col]!r} (expected {len(LANDMARK_COLUMNS)} tab-separated fields)")
+        names.append(chunk["file_name"].to_numpy(dtype=object))
+        blocks.append(values.reshape(-1, N_POINTS, 2))
+        first_line += len(chunk)
+    if not names:
+        raise DataError(f"{path}: no data rows")
+    names = np.concatenate(names).astype(str)
+    _check_unique(path, names)
+    return names, np.concatenate(blocks)
+
+
+def _locate_bad_value(path: Path, first_line: int, err: Exception) -> DataError:
+    """Slow path, only on bad input: re-read as text from the failing chunk to name line and column."""
+    text = pd.read_csv(path, sep="\t", header=0, names=LANDMARK_COLUMNS, dtype=str, engine="c",
+                       skiprows=range(1, first_line - 1), nrows=CHUNK_ROWS)
+    numeric = text.iloc[:, 1:].apply(pd.to_numeric, errors="coerce")
+    bad = numeric.isna() & text.iloc[:, 1:].notna()
+    rows, cols = np.nonzero(bad.to_numpy())
+    if len(rows) == 0:
+        return DataError(f"{path}: {err}")
+    r, c = rows[0], cols[0]
+    return DataError(f"{_where(path, first_line + r)}: column {LANDMARK_COLUMNS[c + 1]!r} is "
+                     f"{text.iat[r, c + 1]!r}, not a number")
+
+
+def _check_unique(path: Path, names: np.ndarray) -> None:
+    dup = pd.Series(names).duplicated(keep="first").to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero(names == names[i])[0])
+        raise DataError(f"{_where(path, i + 2)}: duplicate file_name {names[i]!r} (first on line {first + 2}); "
+                        f"{int(dup.sum())} duplicate row(s) in all")
+
+
+def read_test_points(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    """test/test_points.csv -> (file names (N,), point indices int64 (N, 30)). Lists are parsed as JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    _check_header(path, "\t", TEST_COLUMNS)
+    df = _read_csv_located(path, "\t", TEST_COLUMNS, str)
+    if len(df) == 0:
+        raise DataError(f"{path}: no data rows")
+    indices = np.empty((len(df), N_QUERY), dtype=np.int64)
+    for r, text in enumerate(df["point_index_list"].to_numpy()):
+        line = r + 2
+        try:
+            lst = json.loads(text) if isinstance(text, str) else None
+        except json.JSONDecodeError:
+            lst = None
+        if not isinstance(lst, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in lst):
+            raise DataError(f"{_where(path, line)}: point_index_list {text!r} is not a list of integers")
+        if len(lst) != N_QUERY:
+            raise DataError(f"{_where(path, line)}: point_index_list has {len(lst)} indices, expected {N_QUERY}")
+        bad = [v for v in lst if not 0 <= v < N_POINTS]
+        if bad:
+            raise DataError(f"{_where(path, line)}: index {bad[0]} outside 0..{N_POINTS - 1}")
+        if len(set(lst)) != N_QUERY:
+            raise DataError(f"{_where(path, line)}: point_index_list repeats an index")
+        indices[r] = lst
+    names = df["file_name"].to_numpy(dtype=str)
+    _check_unique(path, names)
+    return names, indices
+
+
+@dataclass
+class Split:
+    """One split of the layout: its image folder, names, and landmarks where known."""
+    name: str
+    image_dir: Path
+    names: np.ndarray
+    landmarks: np.ndarray | None = None   # (N, 971, 2) original pixels
+    indices: np.ndarray | None = None     # (N, 30) test point indices
+
+    def image_path(self, i: int) -> Path:
+        return self.image_dir / self.names[i]
+
+
+def load_split(data_dir: Path | str, split: str) -> Split:
+    """'train' (landmarks.csv) or 'test' (test_points.csv, plus landmarks.csv when ground truth exists)."""
+    d = Path(data_dir) / split
+    if split == "train":
+        names, lm = read_landmarks(d / "landmarks.csv")
+        return Split("train", d / "images", names, landmarks=lm)
+    if split == "test":
+        names, idx = read_test_points(d / "test_points.csv")
+        truth = None
+        if (d / "landmarks.csv").is_file():
+            tnames, truth = read_landmarks(d / "landmarks.csv")
+            order = pd.Series(np.arange(len(tnames)), index=tnames).reindex(names).to_numpy()
+            if np.isnan(order).any():
+                missing = names[np.isnan(order)][0]
+                raise DataError(f"{d / 'landmarks.csv'}: no row for test image {missing!r}")
+            truth = truth[order.astype(int)]
+        return Split("test", d / "images", names, landmarks=truth, indices=idx)
+    raise ValueError(f"unknown split {split!r}")
+
+
+def check_images_exist(split: Split, csv_name: str) -> None:
+    """Every listed image must exist, checked up front (not mid-epoch)."""
+    if not split.image_dir.is_dir():
+        raise DataError(f"{split.image_dir}: image folder not found")
+    present = set(os.listdir(split.image_dir))
+    missing = [i for i, n in enumerate(split.names) if n not in present]
+    if missing:
+        csv = split.image_dir.parent / csv_name
+        raise DataError(f"{_where(csv, missing[0] + 2)}: image {split.names[missing[0]]!r} not found in "
+                        f"{split.image_dir} ({len(missing)} listed image(s) missing in all)")
+
+
+def _image_size(path: str) -> tuple[int, int] | str:
+    try:
+        with Image.open(path) as im:
+            if im.format != "JPEG":
+                return f"not a JPEG ({im.format})"
+            return im.size
+    except (UnidentifiedImageError, OSError) as e:
+        return f"unreadable image: {e}"
+
+
+def image_sizes(paths: list[str], workers: int | None = None, desc: str = "image headers") -> np.ndarray:
+    """(N, 2) width, height from the image headers, over a process pool. Bad files raise DataError."""
+    workers = workers or os.cpu_count() or 1
+    chunk = max(1, min(256, len(paths) // (workers * 4) or 1))
+    if workers > 1 and len(paths) > 200:
+        with ProcessPoolExecutor(workers) as ex:
+            results = list(tqdm(ex.map(_image_size, paths, chunksize=chunk), total=len(paths), desc=desc))
+    else:
+        results = [_image_size(p) for p in tqdm(paths, desc=desc, disable=len(paths) < 200)]
+    for p, r in zip(paths, results):
+        if isinstance(r, str):
+            raise DataError(f"{p}: {r}")
+    return np.array(results, dtype=np.int64).reshape(-1, 2)
+
+
+def check(data_dir: Path | str, workers: int | None = None) -> dict:
+    """Validate the whole layout; return counts and ranges. Raises DataError on the first problem."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data folder not found")
+    report: dict = {}
+    train = load_split(data_dir, "train")
+    test = load_split(data_dir, "test")
+    check_images_exist(train, "landmarks.csv")
+    check_images_exist(test, "test_points.csv")
+    for split in (train, test):
+        sizes = image_sizes([str(split.image_path(i)) for i in range(len(split.names))], workers,
+                            desc=f"{split.name} headers")
+        r = {"images": len(split.names),
+             "width": [int(sizes[:, 0].min()), int(sizes[:, 0].max())],
+             "height": [int(sizes[:, 1].min()), int(sizes[:, 1].max())]}
+        if split.landmarks is not None:
+            lm = split.landmarks
+            outside = ((lm < -0.5) | (lm > sizes[:, None, :] - 0.5)).any(-1)
+            r |= {"x_range": [float(lm[..., 0].min()), float(lm[..., 0].max())],
+                  "y_range": [float(lm[..., 1].min()), float(lm[..., 1].max())],
+                  "points_outside_image": int(outside.sum()),
+                  "images_with_points_outside": int(outside.any(1).sum()),
+                  "rows_with_negative_coordinates": int((lm < 0).any((1, 2)).sum())}
+        report[split.name] = r
+    report["test"]["ground_truth"] = test.landmarks is not None
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = []
+    for split in ("train", "test"):
+        r = report[split]
+        lines.append(f"{split}: {r['images']} images, width {r['width'][0]}..{r['width'][1]} px, "
+                     f"height {r['height'][0]}..{r['height'][1]} px")
+        if "x_range" in r:
+            lines.append(f"  landmarks x {r['x_range'][0]:.0f}..{r['x_range'][1]:.0f}, "
+                         f"y {r['y_range'][0]:.0f}..{r['y_range'][1]:.0f}; {r['points_outside_image']} points "
+                         f"outside their image in {r['images_with_points_outside']} images (valid input); "
+                         f"{r['rows_with_negative_coordinates']} rows with negative coordinates")
+    lines.append(f"test ground truth (test/landmarks.csv): {'yes' if report['test']['ground_truth'] else 'no'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m landmarklib.data", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("check", help="validate the layout and print counts")
+    c.add_argument("--data-dir", required=True, type=Path)
+    c.add_argument("--workers", type=int, default=None)
+    args = p.parse_args(argv)
+    try:
+        report = check(args.data_dir, args.workers)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    print("layout OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

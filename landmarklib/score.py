@@ -1,0 +1,48 @@
+"""Contest metric: MSE in original-image pixels over the 60 submitted values, mean over images.
+
+    python -m landmarklib.score SUB.csv --data-dir D      (needs D/test/landmarks.csv)
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .data import DataError, load_split
+from .submission import read_submission, select_points
+
+
+def mse_per_image(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Mean squared error over all x and y values of each image: (N, P, 2) x2 -> (N,)."""
+    return ((np.asarray(pred, np.float64) - np.asarray(truth, np.float64)) ** 2).mean(axis=(1, 2))
+
+
+def score_submission(submission: Path | str, data_dir: Path | str) -> float:
+    data_dir = Path(data_dir)
+    truth_csv = data_dir / "test" / "landmarks.csv"
+    if not truth_csv.is_file():
+        raise DataError(f"{truth_csv}: no test ground truth to score against (the synthetic set writes it; "
+                        f"the contest does not ship it)")
+    test = load_split(data_dir, "test")
+    _, pred = read_submission(submission, data_dir / "test" / "test_points.csv")
+    return float(mse_per_image(pred, select_points(test.landmarks, test.indices)).mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m landmarklib.score", description=__doc__.splitlines()[0])
+    p.add_argument("submission", type=Path)
+    p.add_argument("--data-dir", required=True, type=Path)
+    a = p.parse_args(argv)
+    try:
+        mse = score_submission(a.submission, a.data_dir)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"MSE {mse:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

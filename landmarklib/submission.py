@@ -1,0 +1,93 @@
+"""The contest submission file: writing it exactly, and checking one.
+
+    python -m landmarklib.submission check SUB.csv --data-dir D
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import N_QUERY, DataError, read_test_points
+
+SUBMISSION_COLUMNS = ["file_name"] + [f"Point_M{i}_{c}" for i in range(N_QUERY) for c in "XY"]
+
+
+def select_points(points: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """(N, 971, 2) full predictions + (N, 30) requested indices -> (N, 30, 2) in request order."""
+    return np.take_along_axis(np.asarray(points), np.asarray(indices)[:, :, None], axis=1)
+
+
+def write_submission(path: Path | str, names: np.ndarray, points: np.ndarray, indices: np.ndarray) -> Path:
+    """Write `points` (N, 971, 2, original pixels, rows in test_points.csv order) as a submission.
+
+    Values are rounded to the nearest integer (the organizers' baseline truncated with
+    astype(int), a known loss of ~0.4 MSE). Written to a temp file, then renamed.
+    """
+    path = Path(path)
+    sel = select_points(points, indices).reshape(len(names), -1)
+    if not np.isfinite(sel).all():
+        raise ValueError("predictions contain NaN or inf")
+    df = pd.DataFrame(np.rint(sel).astype(np.int64), columns=SUBMISSION_COLUMNS[1:])
+    df.insert(0, "file_name", np.asarray(names))
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def read_submission(path: Path | str, test_points: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate `path` against test_points.csv; return (names, points (N, 30, 2))."""
+    path = Path(path)
+    names, _ = read_test_points(test_points)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\r\n").split(",")
+    if header != SUBMISSION_COLUMNS:
+        raise DataError(f"{path}:1: header must be file_name,Point_M0_X,Point_M0_Y,...,Point_M29_Y "
+                        f"({len(SUBMISSION_COLUMNS)} comma-separated columns); got {len(header)} columns "
+                        f"starting {header[:2]}")
+    try:
+        df = pd.read_csv(path, header=0, names=SUBMISSION_COLUMNS, dtype={"file_name": str}, engine="c")
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path}: {e}") from None
+    if len(df) != len(names):
+        raise DataError(f"{path}: {len(df)} rows, expected {len(names)} (one per line of {test_points})")
+    got = df["file_name"].to_numpy(dtype=str)
+    wrong = np.flatnonzero(got != names)
+    if len(wrong):
+        r = wrong[0]
+        raise DataError(f"{path}:{r + 2}: file_name {got[r]!r}, expected {names[r]!r} "
+                        f"(rows must follow test_points.csv order)")
+    values = df.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise DataError(f"{path}:{r + 2}: column {SUBMISSION_COLUMNS[c + 1]!r} is {df.iat[r, c + 1]!r}, "
+                        f"not a finite number")
+    return names, values.reshape(len(names), N_QUERY, 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m landmarklib.submission", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("check", help="validate a submission against test_points.csv")
+    c.add_argument("submission", type=Path)
+    c.add_argument("--data-dir", required=True, type=Path)
+    a = p.parse_args(argv)
+    try:
+        names, _ = read_submission(a.submission, a.data_dir / "test" / "test_points.csv")
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{a.submission}: OK, {len(names)} rows x {N_QUERY} points")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

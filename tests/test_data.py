@@ -1,0 +1,113 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from landmarklib.data import DataError, check, read_landmarks, read_test_points
+
+
+def _lines(path):
+    return path.read_text().splitlines(keepends=True)
+
+
+def _rewrite(path, lines):
+    path.write_text("".join(lines))
+
+
+def test_reads_the_synthetic_set(synth_dir):
+    names, lm = read_landmarks(synth_dir / "train" / "landmarks.csv")
+    assert lm.shape == (60, 971, 2) and lm.dtype == np.float32 and len(names) == 60
+    first = _lines(synth_dir / "train" / "landmarks.csv")[1].split("\t")
+    assert names[0] == first[0] and lm[0, 0, 0] == float(first[1]) and lm[0, 970, 1] == float(first[-1])
+    tnames, idx = read_test_points(synth_dir / "test" / "test_points.csv")
+    assert idx.shape == (20, 30) and (idx >= 0).all() and (idx < 971).all()
+
+
+def test_check_reports_counts(synth_dir):
+    r = check(synth_dir, workers=1)
+    assert r["train"]["images"] == 60 and r["test"]["images"] == 20 and r["test"]["ground_truth"]
+    assert 100 <= r["train"]["width"][0] <= r["train"]["width"][1] <= 400
+
+
+def test_negative_coordinates_are_valid(synth_copy):
+    p = synth_copy / "train" / "landmarks.csv"
+    lines = _lines(p)
+    f = lines[3].split("\t")
+    f[1], f[2] = "-22", "-3"
+    lines[3] = "\t".join(f)
+    _rewrite(p, lines)
+    _, lm = read_landmarks(p)
+    assert lm[2, 0].tolist() == [-22, -3]
+    assert check(synth_copy, workers=1)["train"]["rows_with_negative_coordinates"] >= 1
+
+
+def _break_landmarks(root, fn):
+    p = root / "train" / "landmarks.csv"
+    lines = _lines(p)
+    fn(lines)
+    _rewrite(p, lines)
+    return p
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda L: L.__setitem__(0, L[0].replace("Point_5_X", "Point_5_x")), r":1: header column 12 is 'Point_5_x'"),
+    (lambda L: L.__setitem__(0, "file_name,Point_0_X\n"), r":1: header has 1 columns, expected 1943"),
+    (lambda L: L.__setitem__(4, L[4].rstrip("\n") + "\t7\n"), r":5: 1944 fields, expected 1943"),
+    (lambda L: L.__setitem__(4, L[4].rsplit("\t", 1)[0] + "\n"), r":5: missing or non-finite value in column 'Point_970_Y'"),
+    (lambda L: L.__setitem__(6, L[6].replace("\t", "\tabc\t", 1).replace("\t", "", 0)), None),
+    (lambda L: L.__setitem__(7, L[2]), r":8: duplicate file_name .* \(first on line 3\)"),
+])
+def test_bad_landmarks_csv_is_located(synth_copy, breakage, message):
+    if message is None:  # a non-numeric value: replace the 3rd coordinate of line 7
+        def breakage(L):
+            f = L[6].split("\t")
+            f[3] = "12a"
+            L[6] = "\t".join(f)
+        message = r":7: column 'Point_1_X' is '12a', not a number"
+    p = _break_landmarks(synth_copy, breakage)
+    with pytest.raises(DataError, match=message) as e:
+        read_landmarks(p)
+    assert str(p) in str(e.value)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("[1, 2, 3]", r":3: point_index_list has 3 indices, expected 30"),
+    (str(list(range(29)) + [971]), r":3: index 971 outside 0..970"),
+    (str(list(range(29)) + [-1]), r":3: index -1 outside 0..970"),
+    (str(list(range(29)) + [0]), r":3: point_index_list repeats an index"),
+    ("__import__('os').system('echo pwned')", r":3: point_index_list .* is not a list of integers"),
+])
+def test_bad_test_points_are_located(synth_copy, value, message):
+    p = synth_copy / "test" / "test_points.csv"
+    lines = _lines(p)
+    lines[2] = lines[2].split("\t")[0] + "\t" + value + "\n"
+    _rewrite(p, lines)
+    with pytest.raises(DataError, match=message):
+        read_test_points(p)
+
+
+def test_missing_images_are_counted_up_front(synth_copy):
+    imgs = sorted((synth_copy / "train" / "images").iterdir())
+    imgs[0].unlink()
+    imgs[5].unlink()
+    with pytest.raises(DataError, match=r"landmarks.csv:\d+: image .* not found .* \(2 listed image\(s\) missing"):
+        check(synth_copy, workers=1)
+
+
+def test_corrupt_image_is_named(synth_copy):
+    victim = sorted((synth_copy / "test" / "images").iterdir())[3]
+    victim.write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataError, match=f"{victim.name}: unreadable image"):
+        check(synth_copy, workers=1)
+
+
+def test_cli_exit_codes_and_no_traceback(synth_copy):
+    ok = subprocess.run([sys.executable, "-m", "landmarklib.data", "check", "--data-dir", str(synth_copy)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "train: 60 images" in ok.stdout and "layout OK" in ok.stdout
+    _break_landmarks(synth_copy, lambda L: L.__setitem__(7, L[2]))
+    bad = subprocess.run([sys.executable, "-m", "landmarklib.data", "check", "--data-dir", str(synth_copy)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "landmarks.csv:8: duplicate file_name" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,66 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from landmarklib.data import DataError, load_split
+from landmarklib.score import score_submission
+from landmarklib.submission import read_submission, write_submission
+
+
+def test_writer_matches_a_hand_written_file(tmp_path):
+    names = np.array(["a" * 32 + ".jpg", "b" * 32 + ".jpg"])
+    pts = np.zeros((2, 971, 2))
+    pts[0, :, 0] = np.arange(971) + 0.5      # .5 rounds half to even
+    pts[0, :, 1] = -np.arange(971) - 0.4
+    pts[1, :, 0] = 2.6
+    pts[1, :, 1] = np.arange(971) * 10 + 0.49
+    idx = np.array([list(range(970, 940, -1)), list(range(30))])
+    got = write_submission(tmp_path / "sub.csv", names, pts, idx).read_text()
+    header = "file_name," + ",".join(f"Point_M{i}_X,Point_M{i}_Y" for i in range(30))
+    row0 = ",".join(f"{round(k + 0.5)},{-k}" for k in range(970, 940, -1))
+    row1 = ",".join(f"3,{k * 10}" for k in range(30))
+    assert got == f"{header}\n{names[0]},{row0}\n{names[1]},{row1}\n"
+
+
+def test_score_is_zero_for_truth_and_12_5_for_a_3_4_shift(synth_dir, tmp_path):
+    t = load_split(synth_dir, "test")
+    write_submission(tmp_path / "truth.csv", t.names, t.landmarks, t.indices)
+    write_submission(tmp_path / "shift.csv", t.names, t.landmarks + np.array([3, 4]), t.indices)
+    assert score_submission(tmp_path / "truth.csv", synth_dir) == 0.0
+    assert score_submission(tmp_path / "shift.csv", synth_dir) == pytest.approx(12.5)
+    out = subprocess.run([sys.executable, "-m", "landmarklib.score", str(tmp_path / "shift.csv"), "--data-dir",
+                          str(synth_dir)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "MSE 12.5000"
+
+
+def _sub(synth_dir, tmp_path):
+    t = load_split(synth_dir, "test")
+    return write_submission(tmp_path / "s.csv", t.names, t.landmarks, t.indices)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda L: L.__setitem__(0, L[0].replace("Point_M0_X", "Point_0_X")), r"s.csv:1: header must be"),
+    (lambda L: L.pop(), r"19 rows, expected 20"),
+    (lambda L: L.__setitem__(2, L[3]), r"s.csv:3: file_name .* expected .* test_points.csv order"),
+    (lambda L: L.__setitem__(4, L[4].replace(",", ",nan,", 1).rsplit(",", 1)[0] + "\n"),
+     r"s.csv:5: column 'Point_M0_X' is .*not a finite number"),
+])
+def test_bad_submission_is_located(synth_dir, tmp_path, edit, message):
+    p = _sub(synth_dir, tmp_path)
+    lines = p.read_text().splitlines(keepends=True)
+    edit(lines)
+    p.write_text("".join(lines))
+    with pytest.raises(DataError, match=message):
+        read_submission(p, synth_dir / "test" / "test_points.csv")
+    out = subprocess.run([sys.executable, "-m", "landmarklib.submission", "check", str(p), "--data-dir",
+                          str(synth_dir)], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "s.csv" in out.stderr
+
+
+def test_score_without_ground_truth_is_a_clear_error(synth_copy, tmp_path):
+    p = _sub(synth_copy, tmp_path)
+    (synth_copy / "test" / "landmarks.csv").unlink()
+    with pytest.raises(DataError, match="no test ground truth"):
+        score_submission(p, synth_copy)
