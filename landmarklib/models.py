@@ -1,0 +1,110 @@
+"""Model factory: torchvision backbones with a 971x2 regression head.
+
+    model = create_model("resnext50", mean_shape=targets.mean(0))
+
+Adding an architecture is one line in ARCHS: our name -> torchvision builder name.
+The model takes uint8 or [0, 1] float images (B, 3, H, W), normalizes them with the
+ImageNet statistics itself, and returns normalized landmarks (B, 971, 2).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from .layout import N_POINTS
+
+ARCHS: dict[str, str] = {
+    "resnet18": "resnet18",
+    "resnet34": "resnet34",
+    "resnet50": "resnet50",
+    "resnet101": "resnet101",
+    "resnet152": "resnet152",
+    "resnext50_32x4d": "resnext50_32x4d",
+    "resnext50": "resnext50_32x4d",
+    "resnext101_32x8d": "resnext101_32x8d",
+    "vgg16": "vgg16",
+    "vgg16_bn": "vgg16_bn",
+    "inception_v3": "inception_v3",
+    "densenet121": "densenet121",
+    "densenet169": "densenet169",
+    "densenet201": "densenet201",
+    "efficientnet_b0": "efficientnet_b0",
+    "efficientnet_b1": "efficientnet_b1",
+    "efficientnet_b2": "efficientnet_b2",
+    "efficientnet_b3": "efficientnet_b3",
+    "efficientnet_b4": "efficientnet_b4",
+    "convnext_tiny": "convnext_tiny",
+    "mobilenet_v3_large": "mobilenet_v3_large",
+}
+MIN_INPUT = {"inception_v3": 75}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class LandmarkRegressor(nn.Module):
+    """Backbone whose last Linear layer regresses 2 x 971 normalized coordinates."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+        x = (x - self.mean) / self.std
+        out = self.backbone(x)
+        if isinstance(out, tuple):   # inception_v3 in train mode with an aux head
+            out = out[0]
+        return out.view(-1, N_POINTS, 2)
+
+
+def _last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
+    parent_name, linear = None, None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            parent_name, linear = name, m
+    parent_path, _, attr = parent_name.rpartition(".")
+    return model.get_submodule(parent_path) if parent_path else model, attr, linear
+
+
+def create_model(arch: str, pretrained: bool = False, weights_path: str | Path | None = None,
+                 mean_shape: np.ndarray | torch.Tensor | None = None) -> LandmarkRegressor:
+    """Build `arch` with its head replaced by a 1942-output regressor.
+
+    The head starts with zero weights and the mean training shape (normalized) as bias, so
+    the untrained model predicts the mean shape. pretrained=True tries torchvision's ImageNet
+    weights (Colab) and falls back to random init with one warning where they can't be had.
+    weights_path loads a local state dict (e.g. ImageNet weights copied to Drive).
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; registered: {', '.join(sorted(ARCHS))}")
+    builder = getattr(torchvision.models, ARCHS[arch])
+    kwargs = {"aux_logits": False, "init_weights": False} if ARCHS[arch] == "inception_v3" else {}
+    backbone = None
+    if pretrained:
+        try:
+            backbone = builder(weights="DEFAULT")
+        except Exception as e:  # no network, no cache, a proxy: anything but a model
+            warnings.warn(f"ImageNet weights for {arch} unavailable ({type(e).__name__}: {str(e)[:80]}); "
+                          f"training from random init", stacklevel=2)
+    if backbone is None:
+        backbone = builder(weights=None, **kwargs)
+    if getattr(backbone, "AuxLogits", None) is not None:   # pretrained inception comes with its aux head
+        backbone.aux_logits, backbone.AuxLogits = False, None
+    if weights_path is not None:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        print(f"loaded {weights_path}: {len(missing)} missing, {len(unexpected)} unexpected keys")
+    parent, attr, old = _last_linear(backbone)
+    head = nn.Linear(old.in_features, 2 * N_POINTS)
+    nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.copy_(torch.as_tensor(np.asarray(mean_shape, dtype=np.float32)).reshape(-1)
+                        if mean_shape is not None else torch.zeros(2 * N_POINTS))
+    setattr(parent, attr, head)
+    return LandmarkRegressor(backbone)

@@ -1,0 +1,86 @@
+"""Predict the test set from one or several runs and write the submission.
+
+    python -m landmarklib.predict --data-dir D --checkpoint RUN/best.pt [RUN2/best.pt ...] \
+        --out submission.csv [--tta flip]
+
+Several checkpoints average their predictions in original pixels (an ensemble; each run
+may use its own crop size and resize mode). --tta flip averages each image with its mirror.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .cache import BatchLoader, build_cache
+from .data import DataError, load_split
+from .models import create_model
+from .submission import write_submission
+from .train import autocast_dtype, predict_normalized, resolve_device, to_original_torch
+
+
+def load_checkpoint(path: str | Path, device: torch.device):
+    """The model and config from a run's checkpoint (weights_only: no code runs on load)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DataError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    cfg = ckpt["config"]
+    model = create_model(cfg["arch"])
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model, cfg
+
+
+def predict_split(checkpoints: list[str | Path], data_dir: str | Path, split: str = "test", tta: str = "none",
+                  device: str = "auto", cache_dir: str | Path | None = None, batch_size: int = 128,
+                  rows: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
+    """(N, 971, 2) predictions in original pixels for `split` (or its `rows`), averaged over checkpoints."""
+    if tta not in ("none", "flip"):
+        raise ValueError(f"unknown tta {tta!r}; choose none or flip")
+    dev = resolve_device(device)
+    cache_root = Path(cache_dir or Path(data_dir) / "cache")
+    total = None
+    for path in tqdm(checkpoints, desc="checkpoints", disable=not progress or len(checkpoints) < 2):
+        model, cfg = load_checkpoint(path, dev)
+        cache = build_cache(data_dir, split, cache_root, cfg["crop_size"], cfg["resize_mode"], progress=progress)
+        idx = np.arange(len(cache)) if rows is None else np.asarray(rows)
+        loader = BatchLoader(cache.images, None, idx, batch_size, shuffle=False, device=dev)
+        pred, r = predict_normalized(model, loader, autocast_dtype(dev, cfg.get("amp", True)), tta == "flip")
+        orig = to_original_torch(pred, torch.from_numpy(cache.affine[r.numpy()]).to(dev), cache.size).cpu().numpy()
+        total = orig if total is None else total + orig
+    return total / len(checkpoints)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m landmarklib.predict", description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, nargs="+")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--tta", default="none", choices=["none", "flip"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--batch-size", type=int, default=128)
+    a = p.parse_args(argv)
+    try:
+        test = load_split(a.data_dir, "test")
+        pred = predict_split(a.checkpoint, a.data_dir, "test", a.tta, a.device, a.cache_dir, a.batch_size)
+        write_submission(a.out, test.names, pred, test.indices)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {a.out}: {len(test.names)} rows from {len(a.checkpoint)} checkpoint(s), tta {a.tta}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
