@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .layout import FLIP_PERM
 
 MODES = ("none", "flip", "full")
+_FLIP_PERM = torch.from_numpy(FLIP_PERM.copy())
 ROTATE_DEG, SCALE, SHIFT = 15.0, (0.9, 1.1), 0.06   # "full": rotation, zoom, shift (fraction of half-width)
 COLOUR = 0.3                                        # "full": brightness/contrast/saturation in 1 +- 0.3
 
@@ -26,8 +27,7 @@ def to_nchw(images: torch.Tensor) -> torch.Tensor:
 
 def flip_targets(targets: torch.Tensor) -> torch.Tensor:
     """Mirror normalized landmarks: x -> -x and the FORMAT.md re-indexing."""
-    perm = torch.as_tensor(FLIP_PERM, device=targets.device)
-    out = targets[:, perm].clone()
+    out = targets[:, _FLIP_PERM.to(targets.device)].clone()
     out[..., 0] = -out[..., 0]
     return out
 

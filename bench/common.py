@@ -1,0 +1,70 @@
+"""Shared pieces of the benchmarks: the organizers'-baseline-style per-image pipeline."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms import functional as TF
+
+from landmarklib.geometry import fit_affine, to_input
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+class PerImageDataset(Dataset):
+    """Like the organizers' hack_train.py: decode the full JPEG every time, scale the short
+    side to the crop, centre crop, ToTensor, Normalize; targets in raw crop pixels."""
+
+    def __init__(self, split, rows, crop: int):
+        self.split, self.rows, self.crop = split, np.asarray(rows), crop
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        r = self.rows[i]
+        img = Image.open(self.split.image_path(r)).convert("RGB")
+        w, h = img.size
+        img = TF.center_crop(TF.resize(img, self.crop, antialias=True), [self.crop, self.crop])
+        x = TF.normalize(TF.to_tensor(img), MEAN, STD)
+        if self.split.landmarks is None:
+            return x, torch.zeros(971, 2), r
+        t = to_input(self.split.landmarks[r], fit_affine(w, h, self.crop, "crop"))
+        return x, torch.from_numpy(t.astype(np.float32)), r
+
+
+def baseline_model(arch: str, device) -> torch.nn.Module:
+    """A torchvision backbone with a plain Linear(., 1942) head, default init (as hack_train.py)."""
+    import torchvision
+    from landmarklib.models import ARCHS
+    m = getattr(torchvision.models, ARCHS[arch])(weights=None)
+    m.fc = torch.nn.Linear(m.fc.in_features, 2 * 971)
+    return m.to(device)
+
+
+def baseline_train_steps(model, loader, optimizer, device, max_steps: int | None = None) -> int:
+    """hack_train.py's loop: fp32, predictions moved to the CPU for an MSE on raw crop-pixel targets."""
+    model.train()
+    seen = 0
+    for step, (x, t, _) in enumerate(loader):
+        if max_steps is not None and step >= max_steps:
+            break
+        pred = model(x.to(device)).cpu()
+        loss = torch.nn.functional.mse_loss(pred, t.reshape(len(t), -1), reduction="mean")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += len(x)
+    return seen
+
+
+@torch.no_grad()
+def baseline_predict(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
+    """Crop-pixel predictions (N, 971, 2) and their rows."""
+    model.eval()
+    preds, rows = [], []
+    for x, _, r in loader:
+        preds.append(model(x.to(device)).float().cpu().reshape(len(x), 971, 2).numpy())
+        rows.append(np.asarray(r))
+    return np.concatenate(preds), np.concatenate(rows)
