@@ -275,6 +275,48 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path | str | None = None,
+                   scratch: Path | str | None = None) -> Path:
+    """Unpack the contest zip into data_dir (train/, test/), once.
+
+    The zip is first copied whole to local scratch (reading many small files from Google
+    Drive is very slow, one large file is fast). The 2020 archive shipped test_points.csv
+    separately: pass it, or leave it next to the zip, and it is put into data_dir/test/.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+    zip_path, data_dir = Path(zip_path), Path(data_dir)
+    if not zip_path.is_file():
+        raise DataError(f"{zip_path}: contest zip not found")
+    if not (data_dir / "train" / "landmarks.csv").is_file():
+        scratch = Path(scratch or tempfile.gettempdir())
+        local = scratch / zip_path.name
+        if not local.is_file() or local.stat().st_size != zip_path.stat().st_size:
+            shutil.copyfile(zip_path, local.with_suffix(".part"))
+            os.replace(local.with_suffix(".part"), local)
+        with zipfile.ZipFile(local) as zf:
+            names = zf.namelist()
+            csv = next((n for n in names if n.endswith("train/landmarks.csv")), None)
+            if csv is None:
+                raise DataError(f"{zip_path}: no train/landmarks.csv inside the zip")
+            prefix = csv[: -len("train/landmarks.csv")]
+            for n in tqdm([n for n in names if n.startswith(prefix) and not n.endswith("/")], desc="unzip",
+                          unit="file"):
+                target = data_dir / n[len(prefix):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(n) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    dest = data_dir / "test" / "test_points.csv"
+    if not dest.is_file():
+        source = Path(test_points) if test_points else zip_path.parent / "test_points.csv"
+        if not source.is_file():
+            raise DataError(f"{dest}: missing, and no test_points.csv given or found next to {zip_path}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+    return data_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m landmarklib.data", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)

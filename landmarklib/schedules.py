@@ -12,22 +12,24 @@ SCHEDULES = ("constant", "drop", "plateau", "cosine", "warm_restarts", "onecycle
 
 
 def lr_factor(cfg: dict, t: float) -> float:
-    """Multiplier of cfg['lr'] at fractional epoch t (0 <= t <= cfg['epochs'])."""
-    name, epochs = cfg["schedule"], cfg["epochs"]
+    """Multiplier of cfg['lr'] at fractional epoch t (0 <= t <= cfg['epochs']).
+
+    warmup_epochs > 0 ramps any schedule but onecycle (which has its own) linearly up from ~0."""
+    name, epochs, warm = cfg["schedule"], cfg["epochs"], cfg.get("warmup_epochs", 0)
+    ramp = min(1.0, t / warm + 1e-3) if warm and name != "onecycle" else 1.0
     if name in ("constant", "plateau"):
-        return 1.0
+        return ramp
     if name == "drop":   # x drop_factor at the start of each epoch listed in drop_at
-        return cfg["drop_factor"] ** sum(math.floor(t) >= e for e in cfg["drop_at"])
-    warm = cfg.get("warmup_epochs", 0)
-    if warm and t < warm:
-        return (t + 1e-3) / warm
-    if name == "cosine":
+        return ramp * cfg["drop_factor"] ** sum(math.floor(t) >= e for e in cfg["drop_at"])
+    if name == "cosine":         # after the warmup, one cosine from 1 to 0 over the remaining epochs
+        if t < warm:
+            return ramp
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (t - warm) / max(1e-9, epochs - warm))))
     if name == "warm_restarts":   # SGDR: periods t0, t0*t_mult, ... each a cosine from 1 to 0
-        t, period = t - warm, float(cfg["t0"])
+        period = float(cfg["t0"])
         while t >= period:
             t, period = t - period, period * cfg["t_mult"]
-        return 0.5 * (1 + math.cos(math.pi * t / period))
+        return ramp * 0.5 * (1 + math.cos(math.pi * t / period))
     if name == "onecycle":        # torch's OneCycleLR: 1/25 up to 1 over 30 % of the run, then down to 1/25/1e4
         up = 0.3 * epochs
         if t < up:

@@ -50,9 +50,10 @@ DEFAULTS: dict = {
     "nesterov": True,
     "weight_decay": 0.0,
     "schedule": "drop",           # constant | drop | plateau | cosine | warm_restarts | onecycle
-    "drop_at": [8],
+    "drop_at": None,              # epochs where the LR drops; None: at 2/3 of the run (8 of 12: the seed recipe)
     "drop_factor": 0.1,
-    "warmup_epochs": 0,
+    "warmup_epochs": 1,           # linear LR ramp over the first epoch: from random init it is worth >10x in MSE
+
     "t0": 4,
     "t_mult": 1,
     "plateau_patience": 1,
@@ -72,6 +73,9 @@ DEFAULTS: dict = {
     "workers": None,              # cache build processes (default: all cores)
     "max_train_steps": None,      # cap per epoch, for smoke runs
 }
+# quick=True in the notebooks: a tiny budget that still runs every code path (tests, QUICK=1).
+QUICK_EPOCHS = 4
+QUICK = {"epochs": QUICK_EPOCHS, "crop_size": 32, "batch_size": 8, "max_train_steps": 2}
 # Keys that may differ when resuming a run dir without changing what the run computes.
 RESUMABLE_KEYS = {"data_dir", "run_dir", "cache_dir", "device", "workers", "epochs"}
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -237,7 +241,21 @@ def run_name(cfg: dict) -> str:
     """A run's recipe in its name (MMPose style): arch, loss, batch, epochs, input, schedule."""
     sched = cfg["schedule"] + ("@" + "-".join(map(str, cfg["drop_at"])) if cfg["schedule"] == "drop" else "")
     return (f"{cfg['arch']}_{cfg['loss']}_b{cfg['batch_size']}_e{cfg['epochs']}_{cfg['crop_size']}px-"
-            f"{cfg['resize_mode']}_{sched}_lr{cfg['lr']:g}_aug-{cfg['augment']}_s{cfg['seed']}")
+            f"{cfg['resize_mode']}_{sched}_lr{cfg['lr']:g}_aug-{cfg['augment']}"
+            + (f"_bl-{Path(cfg['blocklist']).stem}" if cfg["blocklist"] else "") + f"_s{cfg['seed']}")
+
+
+def int_list(value, name: str = "value") -> list[int]:
+    """8, [8, 10], "[8, 10]" or "8,10" (papermill -p passes lists as text) -> [8, 10]."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text.startswith("[") else [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"{name}: {text!r} is not a list of integers") from None
+    if isinstance(value, (int, float)):
+        value = [value]
+    return [int(v) for v in value]
 
 
 def make_config(overrides: dict | None = None) -> dict:
@@ -246,9 +264,9 @@ def make_config(overrides: dict | None = None) -> dict:
     if unknown:
         raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     cfg.update(overrides or {})
-    if isinstance(cfg["drop_at"], (int, float)):
-        cfg["drop_at"] = [int(cfg["drop_at"])]
-    cfg["drop_at"] = [int(e) for e in cfg["drop_at"]]
+    if cfg["drop_at"] is None:
+        cfg["drop_at"] = [max(1, round(cfg["epochs"] * 2 / 3))]
+    cfg["drop_at"] = int_list(cfg["drop_at"], "drop_at")
     need = MIN_INPUT.get(cfg["arch"], 32)
     if cfg["crop_size"] < need:
         raise ValueError(f"{cfg['arch']} needs crop_size >= {need}, got {cfg['crop_size']}")
@@ -351,7 +369,7 @@ def _fit(cfg: dict, device: torch.device, rank: int, world: int, run_dir: Path, 
                   initial=start_epoch, total=cfg["epochs"])
     for epoch in epochs:
         train_loader.set_epoch(epoch)
-        lr = cfg["lr"] * lr_factor(cfg, epoch) * plateau.scale
+        lr = cfg["lr"] * lr_factor(cfg, epoch + 0.5) * plateau.scale   # mid-epoch: a warmup epoch shows half
         stats = train_one_epoch(net, train_loader, optimizer, loss_fn, cfg, epoch, plateau, scaler, amp_dtype,
                                 generator, progress)
         stats |= evaluate(model, val_loader, cache, queries, amp_dtype)
@@ -388,6 +406,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif isinstance(default, list):
+            p.add_argument(flag, type=int, nargs="*", default=default)
+        elif key == "drop_at":
             p.add_argument(flag, type=int, nargs="*", default=default)
         elif key in ("max_train_steps", "workers"):
             p.add_argument(flag, type=int, default=default)

@@ -27,18 +27,22 @@ def _history(run_dir):
 
 
 def test_fit_writes_the_run_dir_and_learns(synth_dir, tmp_path):
-    h = fit(_cfg(synth_dir, tmp_path, epochs=3, lr=3e-3, augment="none"), progress=False)
+    cfg = _cfg(synth_dir, tmp_path, epochs=8, drop_at=[6], loss="mse", augment="none")
+    h = fit(cfg, progress=False)
     run = tmp_path / "run"
     assert {"config.json", "history.csv", "last.pt", "best.pt"} <= {p.name for p in run.iterdir()}
     rows = _history(run)
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
     assert list(rows[0]) == ["epoch", "lr", "train_loss", "val_mse_px", "val_mse30_px", "seconds", "images_per_s",
                              "data_wait"]
-    assert float(rows[2]["lr"]) == pytest.approx(3e-4)                  # dropped at epoch index 2
-    assert h[-1]["train_loss"] < h[0]["train_loss"]
+    lrs = [float(r["lr"]) for r in rows]                                  # mid-epoch LR
+    assert lrs[0] == pytest.approx(5e-4, rel=0.01) and lrs[1:6] == pytest.approx([1e-3] * 5)   # warmup, then flat
+    assert lrs[6:] == pytest.approx([1e-4] * 2)                                                # dropped at epoch 6
+    first, last = np.mean([r["train_loss"] for r in h[:2]]), np.mean([r["train_loss"] for r in h[-2:]])
+    assert last < 0.85 * first, (first, last)
     ckpt = torch.load(run / "last.pt", weights_only=True)               # loads without unpickling code
-    assert ckpt["epoch"] == 3 and ckpt["config"]["arch"] == "resnet18"
-    again = fit(_cfg(synth_dir, tmp_path, epochs=3, lr=3e-3, augment="none"), progress=False)
+    assert ckpt["epoch"] == 8 and ckpt["config"]["arch"] == "resnet18"
+    again = fit(cfg, progress=False)
     assert again == h                                                     # finished: returned, not retrained
 
 

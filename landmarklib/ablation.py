@@ -1,0 +1,127 @@
+"""Ablations: run train.ipynb once per configuration and seed (papermill), then compare.
+
+One knob at a time against a base recipe, so a plot says which change gave the gain.
+Runs go to <runs_root>/<recipe name>; a run already finished is not run again.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .train import make_config, run_name
+
+
+def grid(name: str, epochs: int, blocklist: str | None = None) -> dict[str, dict]:
+    """Named grids: label -> overrides of the base recipe. Drop epochs scale with `epochs`."""
+    one = [max(1, round(epochs * 2 / 3))]
+    two = sorted({max(1, round(epochs / 2)), max(2, round(epochs * 3 / 4))})
+    if name == "lr_drop":
+        return {"constant": {"schedule": "constant"},
+                f"one drop @{one[0]}": {"schedule": "drop", "drop_at": one},
+                f"two drops @{','.join(map(str, two))}": {"schedule": "drop", "drop_at": two},
+                "reduce on plateau": {"schedule": "plateau"},
+                "cosine": {"schedule": "cosine"}}
+    if name == "loss":
+        return {loss: {"loss": loss} for loss in ("mse", "smoothl1", "l1", "wing")}
+    if name == "arch":
+        return {"resnext50": {"arch": "resnext50"}, "resnet101": {"arch": "resnet101"}}
+    if name == "blocklist":
+        if not blocklist:
+            raise ValueError("the blocklist grid needs blocklist= (bad_annotations.csv from the EDA notebook)")
+        return {"all rows": {"blocklist": None}, "without flagged rows": {"blocklist": blocklist}}
+    if name == "resize":
+        return {"centre crop": {"resize_mode": "crop"}, "pad (whole face)": {"resize_mode": "pad"}}
+    raise ValueError(f"unknown grid {name!r}; choose lr_drop, loss, arch, blocklist or resize")
+
+
+def run_dir_for(base: dict, overrides: dict, seed: int, runs_root: Path | str) -> Path:
+    cfg = make_config({k: v for k, v in (base | overrides | {"seed": seed}).items() if k != "quick"})
+    return Path(runs_root) / run_name(cfg)
+
+
+def is_finished(run_dir: Path, epochs: int) -> bool:
+    h = run_dir / "history.csv"
+    return h.is_file() and len(pd.read_csv(h)) >= epochs
+
+
+def run_grid(configs: dict[str, dict], base: dict, seeds: list[int], runs_root: Path | str, notebook: Path | str,
+             quick: bool = False, log_dir: Path | str | None = None) -> dict[str, list[Path]]:
+    """Execute `notebook` (train.ipynb) per configuration and seed; return label -> run dirs."""
+    import papermill as pm
+    from tqdm.auto import tqdm
+    runs: dict[str, list[Path]] = {}
+    jobs = [(label, ov, s) for label, ov in configs.items() for s in seeds]
+    bar = tqdm(jobs, desc="ablation runs", unit="run")
+    for label, overrides, seed in bar:
+        run_dir = run_dir_for(base, overrides, seed, runs_root)
+        runs.setdefault(label, []).append(run_dir)
+        bar.set_postfix_str(f"{label} seed {seed}")
+        if is_finished(run_dir, base["epochs"]):
+            continue
+        params = base | overrides | {"seed": seed, "run_dir": str(run_dir), "quick": quick}
+        out = Path(log_dir or runs_root) / "notebooks" / f"{run_dir.name}.ipynb"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pm.execute_notebook(str(notebook), str(out), parameters=params, kernel_name="python3", progress_bar=False,
+                            cwd=str(Path(notebook).parent))
+    return runs
+
+
+def histories(runs: dict[str, list[Path]]) -> dict[str, list[pd.DataFrame]]:
+    return {label: [pd.read_csv(d / "history.csv") for d in dirs] for label, dirs in runs.items()}
+
+
+def results_table(runs: dict[str, list[Path]], knob: str) -> pd.DataFrame:
+    """One row per configuration: final and best validation MSE (original px), mean and spread over seeds."""
+    rows = []
+    for label, dirs in runs.items():
+        finals, bests = [], []
+        for d in dirs:
+            h = pd.read_csv(d / "history.csv")
+            finals.append(h["val_mse_px"].iloc[-1])
+            bests.append(h["val_mse_px"].min())
+        s = pd.Series(finals)
+        rows.append({"knob": knob, "configuration": label, "seeds": len(dirs), "final_mse_px": s.mean(),
+                     "final_std": s.std(ddof=0), "final_min": s.min(), "final_max": s.max(),
+                     "best_epoch_mse_px": float(pd.Series(bests).mean()),
+                     "recipe": json.loads((dirs[0] / "config.json").read_text())["name"]})
+    return pd.DataFrame(rows)
+
+
+def best_configuration(table: pd.DataFrame) -> str:
+    return str(table.sort_values("final_mse_px").iloc[0]["configuration"])
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
+    """A plain pipe table (no tabulate dependency)."""
+    cols = list(df.columns)
+
+    def cell(v):
+        return floatfmt.format(v) if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(table: pd.DataFrame, out_dir: Path | str, stem: str = "results") -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv, md = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
+    table.to_csv(csv, index=False)
+    md.write_text(to_markdown(table))
+    return csv, md
+
+
+def drop_epochs(configs: dict[str, dict], base: dict) -> dict[str, list[int]]:
+    """Epochs where each configuration drops its LR (for the plot's markers)."""
+    out = {}
+    for label, ov in configs.items():
+        cfg = base | ov
+        out[label] = list(cfg.get("drop_at", [])) if cfg.get("schedule") == "drop" else []
+    return out
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()

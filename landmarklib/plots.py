@@ -1,0 +1,127 @@
+"""Figures for the notebooks: landmarks on images, training curves, per-part errors, ablations,
+annotation scores. Each function returns a matplotlib Figure; the notebooks only show them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .layout import PART_COLOURS, PARTS, part_of_points
+
+_PART = part_of_points()
+
+
+def draw_landmarks(ax, image, points: np.ndarray | None = None, truth: np.ndarray | None = None, title: str = "",
+                   size: float = 2.0) -> None:
+    """Image with points coloured by face part; `truth` (optional) in white underneath."""
+    ax.imshow(image)
+    if truth is not None:
+        ax.scatter(truth[:, 0], truth[:, 1], s=size, c="white", linewidths=0)
+    if points is not None:
+        colours = [PART_COLOURS[p] for p in _PART]
+        ax.scatter(points[:, 0], points[:, 1], s=size, c=colours, linewidths=0)
+    ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+
+
+def landmark_grid(image_paths: list, points: list, truths: list | None = None, titles: list | None = None,
+                  cols: int = 4) -> plt.Figure:
+    n = len(image_paths)
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        img = Image.open(image_paths[i]).convert("RGB")
+        draw_landmarks(ax, img, points[i], truths[i] if truths else None, titles[i] if titles else "")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=p) for p, c in PART_COLOURS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def plot_history(history: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Train loss, LR and validation MSE (original pixels) per epoch."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    axes[0].plot(history["epoch"], history["train_loss"], "o-")
+    axes[0].set(title="train loss (normalized coords)", xlabel="epoch", yscale="log")
+    axes[1].plot(history["epoch"], history["lr"], "o-", color="tab:orange")
+    axes[1].set(title="learning rate", xlabel="epoch", yscale="log")
+    axes[2].plot(history["epoch"], history["val_mse_px"], "o-", label="all 971 points")
+    axes[2].plot(history["epoch"], history["val_mse30_px"], "s--", label="30 random points (contest)")
+    axes[2].set(title="validation MSE, original pixels", xlabel="epoch", yscale="log")
+    axes[2].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def error_by_part(pred: np.ndarray, truth: np.ndarray) -> pd.Series:
+    """Mean squared error (original pixels, per coordinate) for each face part."""
+    sq = ((pred - truth) ** 2).mean(-1).mean(0)       # (971,)
+    return pd.Series({p: float(sq[_PART == p].mean()) for p in PARTS})
+
+
+def plot_error_by_part(err: pd.Series) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(err.index, err.values, color=[PART_COLOURS[p] for p in err.index])
+    ax.set(ylabel="MSE, original px", title="validation error per face part")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ablation(curves: dict[str, list[pd.DataFrame]], drops: dict[str, list[int]], title: str,
+                  metric: str = "val_mse_px") -> plt.Figure:
+    """Left: validation MSE per epoch, one line per configuration (mean over seeds, band = min..max),
+    drop epochs marked. Right: final MSE per configuration, each seed a dot, bar = mean."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
+    finals = {}
+    for i, (label, runs) in enumerate(curves.items()):
+        colour = f"C{i}"
+        table = pd.concat([r.set_index("epoch")[metric] for r in runs], axis=1)
+        ax.plot(table.index, table.mean(1), "o-", color=colour, label=label, ms=3)
+        if table.shape[1] > 1:
+            ax.fill_between(table.index, table.min(1), table.max(1), color=colour, alpha=0.15)
+        for e in drops.get(label, []):
+            if e in table.index or e + 1 in table.index:
+                y = table.mean(1).get(e + 1, table.mean(1).iloc[-1])
+                ax.annotate("", xy=(e + 0.5, y), xytext=(e + 0.5, y * 1.6), color=colour,
+                            arrowprops={"arrowstyle": "->", "color": colour})
+        finals[label] = table.iloc[-1].to_numpy()
+    ax.set(xlabel="epoch", ylabel="validation MSE, original px (log)", yscale="log",
+           title="validation MSE per epoch (arrows: LR drops)")
+    ax.legend(fontsize=8)
+    labels = list(finals)
+    means = [finals[k].mean() for k in labels]
+    bx.barh(labels, means, color=[f"C{i}" for i in range(len(labels))], alpha=0.5)
+    for i, k in enumerate(labels):
+        bx.scatter(finals[k], [i] * len(finals[k]), color="black", s=12, zorder=3)
+        bx.text(means[i], i, f"  {means[i]:.1f}", va="center", fontsize=8)
+    bx.set(xlabel="final validation MSE, original px", title="final MSE (dots: seeds)")
+    bx.invert_yaxis()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_histogram(df: pd.DataFrame, k: float) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 3))
+    s = df["score"].clip(lower=-5, upper=200)
+    ax.hist(s, bins=80, color="tab:blue")
+    ax.axvline(k, color="red", ls="--", label=f"threshold z = {k:g}")
+    ax.set(yscale="log", xlabel="annotation score (robust z, clipped to 200)", ylabel="images",
+           title=f"{int(df['flagged'].sum())} of {len(df)} flagged")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: plt.Figure, path: Path | str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path

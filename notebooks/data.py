@@ -1,0 +1,99 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
+#   jupytext:
+#     notebook_metadata_filter: accelerator,colab
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Data: the contest archive (or the synthetic demo set), checked and cached
+#
+# With `zip_path` set (in Colab: the contest zip on your Drive), the zip is copied to local disk and
+# unpacked into `data_dir`; the 2020 `test_points.csv` that came separately is picked up from
+# `test_points_path` or from next to the zip. Without it, the synthetic demo set (same layout, same
+# point semantics, with test ground truth and planted bad annotations) is made instead.
+
+# %% [markdown]
+# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib and installs it
+# with `--no-deps`, so Colab's own CUDA build of torch is never replaced and no restart is needed.
+# Elsewhere it only moves to the repository root, where the paths below are relative to.
+
+# %%
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork
+if "google.colab" in sys.modules:
+    repo = Path("/content/landmarklib")
+    if not repo.exists():
+        subprocess.run(["git", "clone", "-q", REPO_URL, str(repo)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
+    sys.path.insert(0, str(repo))
+    os.chdir(repo)
+elif Path.cwd().name == "notebooks":
+    os.chdir("..")
+
+# %% tags=["parameters"]
+data_dir = "data"
+run_dir = "runs"              # where figures go
+zip_path = None               # e.g. "/content/drive/MyDrive/landmarks/contest.zip"
+test_points_path = None
+mount_drive = True            # only acts in an interactive Colab session
+cache_dir = None              # default <data_dir>/cache; keep it on local disk, never on Drive
+crop_size = 128
+resize_mode = "crop"
+n_train, n_test, bad_fraction, seed = 1000, 200, 0.03, 0
+quick = False
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+from landmarklib import data, synth
+from landmarklib.cache import build_cache
+from landmarklib.plots import landmark_grid, save
+
+if quick:
+    n_train, n_test, crop_size = 120, 30, 32
+if zip_path and mount_drive and "google.colab" in sys.modules:
+    from google.colab import drive
+    drive.mount("/content/drive")
+if zip_path:
+    data.unpack_contest(zip_path, data_dir, test_points_path)
+elif not (Path(data_dir) / "train" / "landmarks.csv").is_file():
+    synth.make_dataset(data_dir, n_train, n_test, seed, bad_fraction)
+    print(f"no contest data given: made the synthetic demo set in {data_dir}")
+
+# %%
+report = data.check(data_dir)
+print(data.format_report(report))
+
+# %%
+for split in ("train", "test"):
+    cache = build_cache(data_dir, split, cache_dir or Path(data_dir) / "cache", crop_size, resize_mode)
+    print(f"{split}: {cache.images.shape} uint8 in {cache.path}")
+
+# %% [markdown]
+# Training images with their landmarks, coloured by face part:
+
+# %%
+train = data.load_split(data_dir, "train")
+pick = np.linspace(0, len(train.names) - 1, 8).astype(int)
+fig = landmark_grid([train.image_path(i) for i in pick], [train.landmarks[i] for i in pick],
+                    titles=[train.names[i][:8] for i in pick])
+save(fig, Path(run_dir) / "data_grid.png")
+plt.show()

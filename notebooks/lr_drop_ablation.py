@@ -1,0 +1,120 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
+#   jupytext:
+#     notebook_metadata_filter: accelerator,colab
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Ablation: which knob gave the gain
+#
+# Runs `train.ipynb` through papermill once per configuration and seed, each into its own run dir
+# named by its recipe (finished runs are skipped, so rerunning this notebook only fills gaps), then
+# compares validation MSE in original pixels. The default grid is the LR schedule (constant, one
+# drop, two drops, reduce-on-plateau, cosine), then MSE vs SmoothL1 at the best schedule. Other
+# grids: `loss`, `arch` (resnext50 vs resnet101), `blocklist` (with vs without the EDA's flagged rows),
+# `resize` (centre crop vs pad).
+
+# %% [markdown]
+# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib and installs it
+# with `--no-deps`, so Colab's own CUDA build of torch is never replaced and no restart is needed.
+# Elsewhere it only moves to the repository root, where the paths below are relative to.
+
+# %%
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork
+if "google.colab" in sys.modules:
+    repo = Path("/content/landmarklib")
+    if not repo.exists():
+        subprocess.run(["git", "clone", "-q", REPO_URL, str(repo)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
+    sys.path.insert(0, str(repo))
+    os.chdir(repo)
+elif Path.cwd().name == "notebooks":
+    os.chdir("..")
+
+# %% tags=["parameters"]
+data_dir = "data"
+run_dir = "runs/ablation"     # every run of the grid goes under here
+grid_name = "lr_drop"
+seeds = [0, 1]
+arch = "resnet18"
+epochs = 6
+batch_size = 32
+lr = 1e-3
+loss = "smoothl1"
+crop_size = 64
+augment = "flip"
+blocklist = None              # the blocklist grid needs bad_annotations.csv from eda_bad_annotations.ipynb
+device = "auto"
+loss_follow_up = True         # lr_drop grid: then MSE vs SmoothL1 at the best schedule
+quick = False
+
+# %%
+import importlib.util
+
+if importlib.util.find_spec("papermill") is None:   # not preinstalled in Colab
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "papermill"], check=True)
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from landmarklib import ablation
+from landmarklib.plots import plot_ablation, save
+from landmarklib.train import QUICK_EPOCHS, int_list
+
+seeds = int_list(seeds, "seeds")
+if quick:
+    epochs, seeds = QUICK_EPOCHS, seeds[:1]
+base = dict(data_dir=str(Path(data_dir).resolve()), arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
+            loss=loss, crop_size=crop_size, augment=augment, device=device, schedule="drop",
+            drop_at=[max(1, round(epochs * 2 / 3))])
+runs_root = Path(run_dir).resolve()
+notebook = Path("notebooks/train.ipynb").resolve()
+configs = ablation.grid(grid_name, epochs, str(Path(blocklist).resolve()) if blocklist else None)
+runs = ablation.run_grid(configs, base, seeds, runs_root, notebook, quick)
+table = ablation.results_table(runs, grid_name)
+
+# %%
+fig = plot_ablation(ablation.histories(runs), ablation.drop_epochs(configs, base),
+                    f"{grid_name}: {arch}, {crop_size} px, {epochs} epochs, seeds {seeds}")
+save(fig, runs_root / f"ablation_{grid_name}.png")
+plt.show()
+
+# %% [markdown]
+# Then the loss, one knob more, at the schedule that won above:
+
+# %%
+if grid_name == "lr_drop" and loss_follow_up:
+    best = ablation.best_configuration(table)
+    other = "mse" if loss != "mse" else "smoothl1"
+    loss_configs = {f"{best} + {loss}": configs[best], f"{best} + {other}": configs[best] | {"loss": other}}
+    loss_runs = ablation.run_grid(loss_configs, base, seeds, runs_root, notebook, quick)
+    loss_table = ablation.results_table(loss_runs, "loss")
+    fig = plot_ablation(ablation.histories(loss_runs), ablation.drop_epochs(loss_configs, base),
+                        f"loss at the best schedule ({best})")
+    save(fig, runs_root / "ablation_loss.png")
+    plt.show()
+    table = pd.concat([table, loss_table], ignore_index=True)
+
+# %%
+csv_path, md_path = ablation.write_results(table, runs_root)
+print(f"wrote {csv_path} and {md_path}")
+display(Markdown(md_path.read_text()))

@@ -1,0 +1,112 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
+#   jupytext:
+#     notebook_metadata_filter: accelerator,colab
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Train one model
+#
+# The same `landmarklib.train.fit` as `python -m landmarklib.train`. Rerunning with the same
+# `run_dir` resumes from `last.pt` (a Colab disconnect costs at most one epoch); a finished run is
+# not trained again. Validation MSE is in original-image pixels, the leaderboard's unit.
+
+# %% [markdown]
+# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib and installs it
+# with `--no-deps`, so Colab's own CUDA build of torch is never replaced and no restart is needed.
+# Elsewhere it only moves to the repository root, where the paths below are relative to.
+
+# %%
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork
+if "google.colab" in sys.modules:
+    repo = Path("/content/landmarklib")
+    if not repo.exists():
+        subprocess.run(["git", "clone", "-q", REPO_URL, str(repo)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
+    sys.path.insert(0, str(repo))
+    os.chdir(repo)
+elif Path.cwd().name == "notebooks":
+    os.chdir("..")
+
+# %% tags=["parameters"]
+data_dir = "data"
+run_dir = "runs/train"
+arch = "resnet18"
+epochs = 12
+batch_size = 64
+lr = 1e-3
+optimizer = "adam"
+schedule = "drop"
+drop_at = [8]
+drop_factor = 0.1
+loss = "smoothl1"
+crop_size = 128
+resize_mode = "crop"
+augment = "flip"
+pretrained = False
+blocklist = None
+seed = 0
+device = "auto"
+quick = False
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from landmarklib import synth
+from landmarklib.data import load_split
+from landmarklib.plots import error_by_part, landmark_grid, plot_error_by_part, plot_history, save
+from landmarklib.predict import predict_split
+from landmarklib.train import QUICK, fit, split_indices
+
+if not (Path(data_dir) / "train" / "landmarks.csv").is_file():
+    synth.make_dataset(data_dir, *((120, 30) if quick else (1000, 200)), seed=0, bad_fraction=0.03)
+    print(f"{data_dir} had no data: made the synthetic demo set there (run data.ipynb for the contest data)")
+config = dict(data_dir=data_dir, run_dir=run_dir, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
+              optimizer=optimizer, schedule=schedule, drop_at=drop_at, drop_factor=drop_factor, loss=loss,
+              crop_size=crop_size, resize_mode=resize_mode, augment=augment, pretrained=pretrained,
+              blocklist=blocklist, seed=seed, device=device)
+if quick:
+    config |= QUICK
+history = pd.DataFrame(fit(config))
+history
+
+# %%
+save(plot_history(history, Path(run_dir).name), Path(run_dir) / "history.png")
+plt.show()
+
+# %% [markdown]
+# Validation images: prediction (coloured by part) over the truth (white), and the error per face part.
+
+# %%
+train = load_split(data_dir, "train")
+_, val_idx = split_indices(len(train.names), 0.2)
+pred = predict_split([Path(run_dir) / "best.pt"], data_dir, "train", rows=val_idx, device=device, progress=False)
+truth = train.landmarks[val_idx]
+mse = ((pred - truth) ** 2).mean((1, 2))
+show = np.argsort(mse)[np.linspace(0, len(mse) - 1, 8).astype(int)]
+fig = landmark_grid([train.image_path(val_idx[i]) for i in show], [pred[i] for i in show], [truth[i] for i in show],
+                    titles=[f"MSE {mse[i]:.1f}" for i in show])
+save(fig, Path(run_dir) / "val_predictions.png")
+plt.show()
+save(plot_error_by_part(error_by_part(pred, truth)), Path(run_dir) / "error_by_part.png")
+plt.show()

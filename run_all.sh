@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The main job: every notebook, headless through papermill, in order; stops at the first failure.
+#   ./run_all.sh                          synthetic demo set (made on the first run), CPU-sized budget
+#   DATA_DIR=/path/to/data ./run_all.sh   the contest data (train/, test/), notebook defaults (128 px, 12 epochs)
+#   QUICK=1 ./run_all.sh                  tiny budget, every code path (what the tests run)
+#   OUT_DIR=somewhere ./run_all.sh        outputs elsewhere (default runs/, ignored by git)
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import landmarklib, papermill, jupytext, ipykernel, torch, torchvision, matplotlib" 2>/dev/null; then
+  echo "== installing requirements (pip install -r requirements.txt)"
+  "$PY" -m pip install -q -r requirements.txt
+fi
+QUICK=${QUICK:-0}
+quick=False; [ "$QUICK" = "1" ] && quick=True
+OUT=${OUT_DIR:-runs}/$([ "$QUICK" = "1" ] && echo quick || echo demo)
+[ -n "${DATA_DIR:-}" ] && OUT=${OUT_DIR:-runs}/$([ "$QUICK" = "1" ] && echo quick || echo full)
+DATA=${DATA_DIR:-$OUT/data}
+NB_OUT=$OUT/notebooks
+mkdir -p "$NB_OUT"
+# Demo budget on 2 CPU cores; real data keeps the notebooks' own defaults.
+DEMO=()
+[ -z "${DATA_DIR:-}" ] && DEMO=(-p arch resnet18 -p epochs 6 -p crop_size 64 -p batch_size 32)
+
+"$PY" -m jupytext --sync notebooks/*.py >/dev/null   # the .ipynb run below match the .py files
+
+run() {  # run NOTEBOOK [papermill args...]
+  local nb=$1; shift
+  local start=$SECONDS
+  echo "== notebooks/$nb.ipynb -> $NB_OUT/$nb.ipynb"
+  if ! "$PY" -m papermill "notebooks/$nb.ipynb" "$NB_OUT/$nb.ipynb" -k python3 --log-output --no-progress-bar \
+        -p data_dir "$DATA" -p quick "$quick" "$@" 2>"$NB_OUT/$nb.log"; then
+    local cell
+    cell=$(grep -o 'Exception encountered at "In \[[0-9]*\]"' "$NB_OUT/$nb.log" | head -1 || true)
+    tail -n 25 "$NB_OUT/$nb.log" >&2
+    echo "FAILED: notebooks/$nb.ipynb${cell:+, ${cell#Exception encountered at }}; executed notebook: $NB_OUT/$nb.ipynb, log: $NB_OUT/$nb.log" >&2
+    exit 1
+  fi
+  grep -v '^\(Executing\|Input Notebook\|Output Notebook\|Working directory\|Black is not\)' "$NB_OUT/$nb.log" \
+    | sed -n '/Executing Cell/!p' | tail -n 4 || true
+  echo "   done in $((SECONDS - start)) s"
+}
+
+run data -p run_dir "$OUT"
+run eda_bad_annotations -p run_dir "$OUT" -p out "$OUT/bad_annotations.csv"
+run train -p run_dir "$OUT/train" "${DEMO[@]}" ${DEMO:+-p drop_at "[4]"}
+run lr_drop_ablation -p run_dir "$OUT/ablation" "${DEMO[@]}"
+run submission -p run_dir "$OUT/train" -p out "$OUT/submission.csv"
+echo "== all notebooks ran in $SECONDS s; outputs in $OUT (executed notebooks in $NB_OUT)"
