@@ -64,6 +64,7 @@ augment = "flip"
 blocklist = None              # the blocklist grid needs bad_annotations.csv from eda_bad_annotations.ipynb
 device = "auto"
 loss_follow_up = True         # lr_drop grid: then MSE vs SmoothL1 at the best schedule
+# blocklist (above), when given: then with vs without the flagged rows at the best configuration
 quick = False
 
 # %%
@@ -99,20 +100,25 @@ save(fig, runs_root / f"ablation_{grid_name}.png")
 plt.show()
 
 # %% [markdown]
-# Then the loss, one knob more, at the schedule that won above:
+# Then one knob more at a time, at the configuration that won above: the loss (MSE vs SmoothL1), and,
+# when `blocklist` is given, training with vs without the rows the EDA notebook flagged.
 
 # %%
+best = ablation.best_configuration(table)
+follow_ups = {}
 if grid_name == "lr_drop" and loss_follow_up:
-    best = ablation.best_configuration(table)
     other = "mse" if loss != "mse" else "smoothl1"
-    loss_configs = {f"{best} + {loss}": configs[best], f"{best} + {other}": configs[best] | {"loss": other}}
-    loss_runs = ablation.run_grid(loss_configs, base, seeds, runs_root, notebook, quick)
-    loss_table = ablation.results_table(loss_runs, "loss")
-    fig = plot_ablation(ablation.histories(loss_runs), ablation.drop_epochs(loss_configs, base),
-                        f"loss at the best schedule ({best})")
-    save(fig, runs_root / "ablation_loss.png")
+    follow_ups["loss"] = {f"{best} + {loss}": configs[best], f"{best} + {other}": configs[best] | {"loss": other}}
+if blocklist and grid_name != "blocklist":
+    follow_ups["blocklist"] = {f"{best}, all rows": configs[best],
+                               f"{best}, without flagged rows": configs[best] | {"blocklist": str(Path(blocklist).resolve())}}
+for knob, knob_configs in follow_ups.items():
+    knob_runs = ablation.run_grid(knob_configs, base, seeds, runs_root, notebook, quick)
+    fig = plot_ablation(ablation.histories(knob_runs), ablation.drop_epochs(knob_configs, base),
+                        f"{knob} at the best {grid_name} configuration ({best})")
+    save(fig, runs_root / f"ablation_{knob}.png")
     plt.show()
-    table = pd.concat([table, loss_table], ignore_index=True)
+    table = pd.concat([table, ablation.results_table(knob_runs, knob)], ignore_index=True)
 
 # %%
 csv_path, md_path = ablation.write_results(table, runs_root)

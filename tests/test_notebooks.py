@@ -43,9 +43,9 @@ def test_run_all_quick_produces_everything(tmp_path):
         nb = nbformat.read(run / "notebooks" / f"{name}.ipynb", as_version=4)
         assert nb.metadata["papermill"]["exception"] is None
     assert (run / "ablation" / "ablation_lr_drop.png").stat().st_size > 10_000
-    assert (run / "ablation" / "ablation_loss.png").is_file()
+    assert (run / "ablation" / "ablation_loss.png").is_file() and (run / "ablation" / "ablation_blocklist.png").is_file()
     table = pd.read_csv(run / "ablation" / "results.csv")
-    assert len(table) == 7 and set(table["knob"]) == {"lr_drop", "loss"}      # 5 schedules + 2 losses
+    assert len(table) == 9 and set(table["knob"]) == {"lr_drop", "loss", "blocklist"}   # 5 schedules, 2 losses, 2
     assert (run / "ablation" / "results.md").read_text().startswith("| knob |")
     bad = pd.read_csv(run / "bad_annotations.csv")
     assert {"file_name", "score", "reason", "flagged"} <= set(bad.columns)

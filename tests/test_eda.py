@@ -1,0 +1,93 @@
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from landmarklib import eda
+from landmarklib.synth import CORRUPTIONS, corrupt, face_points, sample_face
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    """400 clean faces of varied pose (no rendering needed) and the image widths."""
+    rng = np.random.default_rng(7)
+    faces = [sample_face(rng) for _ in range(400)]
+    return np.stack([face_points(f) for f in faces]), np.array([f["width"] for f in faces]), \
+        np.array([2 * f["scale"] for f in faces])
+
+
+def _planted(shapes, kind, rows):
+    pts, widths, sizes = shapes
+    out = pts.copy()
+    rng = np.random.default_rng(0)
+    for r in rows:
+        out[r] = corrupt(pts[r], kind, rng, widths[r], pts[(r + 200) % len(pts)], sizes[r])
+    return out
+
+
+def test_clean_faces_of_varied_pose_are_not_flagged(shapes):
+    pts = shapes[0]
+    assert (eda.robust_z(eda.shape_scores(pts)) < eda.Z_DEFAULT).all()
+    assert (eda.geometry_reasons(pts) == "").all()
+
+
+@pytest.mark.parametrize("kind", ["mirrored", "scrambled"])
+def test_shape_stage_catches_what_a_shape_can_show(shapes, kind):
+    rows = np.arange(0, 400, 40)
+    pts = _planted(shapes, kind, rows)
+    z = eda.robust_z(eda.shape_scores(pts))
+    flagged = set(np.flatnonzero(z > eda.Z_DEFAULT))
+    assert flagged == set(rows.tolist()), kind
+    if kind == "mirrored":
+        assert (eda.geometry_reasons(pts)[rows] == "left/right swapped").all()
+
+
+@pytest.mark.parametrize("kind", ["shifted", "shrunk", "swapped"])
+def test_plausible_shapes_in_the_wrong_place_pass_the_shape_stage(shapes, kind):
+    """These are faces a shape model can't fault: the image stage exists for them."""
+    rows = np.arange(5, 400, 40)
+    pts = _planted(shapes, kind, rows)
+    assert (eda.robust_z(eda.shape_scores(pts))[rows] < eda.Z_DEFAULT).all()
+
+
+@pytest.mark.parametrize("kind, reason", [("shifted", "label shifted off the face"),
+                                          ("shrunk", "label scale differs from the face"),
+                                          ("swapped", "label shifted off the face")])
+def test_image_stage_scores_catch_the_wrong_place(shapes, kind, reason):
+    """With predictions as good as a trained model's (the truth + 2 % noise), the disagreement
+    z-scores single out exactly the planted rows, for the right reason."""
+    clean, rows = shapes[0], np.arange(5, 400, 40)
+    labels = _planted(shapes, kind, rows)
+    size = eda.centroid_size(clean)[:, None, None]
+    pred = clean + np.random.default_rng(1).normal(0, 0.02, clean.shape) * size \
+        + np.random.default_rng(2).normal(0, 0.01, (len(clean), 1, 2)) * size
+    z = {k: eda.robust_z(v) for k, v in eda.disagreement(labels, pred).items()}
+    worst = np.maximum(*z.values())
+    assert set(np.flatnonzero(worst > eda.Z_DEFAULT)) == set(rows.tolist())
+    assert (z[reason][rows] > eda.Z_DEFAULT).all()
+
+
+def test_outside_fraction_ignores_slightly_outside_points():
+    lm = np.zeros((2, 971, 2)) + 50
+    lm[0, :100, 1] = 104        # 4 px below a 100 px image: fine
+    lm[1, :100, 1] = 160        # far outside
+    frac = eda.outside_fraction(lm, np.array([[100, 100], [100, 100]]))
+    assert frac[0] == 0 and frac[1] == pytest.approx(100 / 971)
+
+
+def test_cli_shape_stage_and_precision_recall(synth_dir, tmp_path):
+    out = tmp_path / "bad.csv"
+    r = subprocess.run([sys.executable, "-m", "landmarklib.eda", "--data-dir", str(synth_dir), "--out", str(out),
+                        "--no-model"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "annotations flagged" in r.stdout
+    df = pd.read_csv(out)
+    assert list(df.columns[:3]) == ["file_name", "score", "reason"] and "flagged" in df.columns
+    assert df["score"].is_monotonic_decreasing
+    planted = pd.read_csv(synth_dir / "train" / "planted_bad.csv")
+    pr = eda.precision_recall(df, planted).set_index("kind")
+    assert set(pr.index) == {"all"} | set(CORRUPTIONS)
+    assert pr.loc["mirrored", "recall"] == 1.0 and pr.loc["scrambled", "recall"] == 1.0
+    assert pr.loc["all", "false_flags"] == 0
