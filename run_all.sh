@@ -20,7 +20,7 @@ NB_OUT=$OUT/notebooks
 mkdir -p "$NB_OUT"
 # Demo budget on 2 CPU cores; real data keeps the notebooks' own defaults.
 DEMO=()
-[ -z "${DATA_DIR:-}" ] && DEMO=(-p arch resnet18 -p epochs 6 -p crop_size 64 -p batch_size 32)
+[ -z "${DATA_DIR:-}" ] && DEMO=(-p arch resnet18 -p epochs 5 -p crop_size 64 -p batch_size 32)
 
 "$PY" -m jupytext --sync notebooks/*.py >/dev/null   # the .ipynb run below match the .py files
 
@@ -43,7 +43,7 @@ run() {  # run NOTEBOOK [papermill args...]
 
 run data -p run_dir "$OUT"
 run eda_bad_annotations -p run_dir "$OUT" -p out "$OUT/bad_annotations.csv"
-run train -p run_dir "$OUT/train" "${DEMO[@]}" ${DEMO:+-p drop_at "[4]"}
+run train -p run_dir "$OUT/train" "${DEMO[@]}" ${DEMO:+-p drop_at "[3]"}
 run lr_drop_ablation -p run_dir "$OUT/ablation" -p blocklist "$OUT/bad_annotations.csv" "${DEMO[@]}"
 run submission -p run_dir "$OUT/train" -p out "$OUT/submission.csv"
 echo "== all notebooks ran in $SECONDS s; outputs in $OUT (executed notebooks in $NB_OUT)"
