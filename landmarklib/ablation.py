@@ -32,9 +32,11 @@ def grid(name: str, epochs: int, blocklist: str | None = None) -> dict[str, dict
         if not blocklist:
             raise ValueError("the blocklist grid needs blocklist= (bad_annotations.csv from the EDA notebook)")
         return {"all rows": {"blocklist": None}, "without flagged rows": {"blocklist": blocklist}}
+    if name == "warmup":
+        return {"no warmup": {"warmup_epochs": 0}, "1-epoch warmup": {"warmup_epochs": 1}}
     if name == "resize":
         return {"centre crop": {"resize_mode": "crop"}, "pad (whole face)": {"resize_mode": "pad"}}
-    raise ValueError(f"unknown grid {name!r}; choose lr_drop, loss, arch, blocklist or resize")
+    raise ValueError(f"unknown grid {name!r}; choose lr_drop, loss, arch, blocklist, warmup or resize")
 
 
 def run_dir_for(base: dict, overrides: dict, seed: int, runs_root: Path | str) -> Path:

@@ -25,6 +25,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path
 from .data import DataError, Split, check_images_exist, load_split
 from .geometry import fit_affine, to_input, to_normalized, warp_image
 
@@ -103,7 +104,8 @@ def build_cache(data_dir: Path | str, split: str, cache_root: Path | str, size: 
                           ("done", np.zeros(len(src.names), bool))]:
             np.save(out / f"{name}.npy", arr)
         (out / "names.txt").write_text("\n".join(src.names) + "\n")
-        _atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
+        with atomic_path(out / "manifest.json") as tmp:
+            tmp.write_text(json.dumps(manifest, indent=1))
         done = np.zeros(len(src.names), bool)
     todo = np.flatnonzero(~done)
     if len(todo):
@@ -124,7 +126,8 @@ def _decode(out: Path, src: Split, todo: np.ndarray, size: int, mode: str, worke
 
     def save_state() -> None:  # after each chunk, so a killed build resumes where it stopped
         for n, arr in (("affine", affine), ("sizes", sizes), ("done", done)):
-            _atomic_save(out / f"{n}.npy", arr)
+            with atomic_path(out / f"{n}.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, arr)
 
     def collect(results) -> None:
         for chunk in results:
@@ -146,19 +149,6 @@ def _decode(out: Path, src: Split, todo: np.ndarray, size: int, mode: str, worke
         _worker.clear()
         save_state()
         bar.close()
-
-
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def open_cache(path: Path | str) -> Cache:

@@ -21,6 +21,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path
 from .layout import N_POINTS
 
 N_QUERY = 30
@@ -293,8 +294,8 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
         scratch = Path(scratch or tempfile.gettempdir())
         local = scratch / zip_path.name
         if not local.is_file() or local.stat().st_size != zip_path.stat().st_size:
-            shutil.copyfile(zip_path, local.with_suffix(".part"))
-            os.replace(local.with_suffix(".part"), local)
+            with atomic_path(local) as tmp:
+                shutil.copyfile(zip_path, tmp)
         with zipfile.ZipFile(local) as zf:
             names = zf.namelist()
             csv = next((n for n in names if n.endswith("train/landmarks.csv")), None)

@@ -16,7 +16,6 @@ z exceeds k (default 12), or a geometry rule fails.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path
 from .data import DataError, image_sizes, load_split
 from .layout import GROUPS
 
@@ -222,9 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tmp = a.out.with_name(a.out.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, a.out)
+    with atomic_path(a.out) as tmp:
+        df.to_csv(tmp, index=False)
     print(f"{summary(df)}; wrote {a.out}")
     return 0
 

@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_path
 from .data import N_QUERY, DataError, read_test_points
 
 SUBMISSION_COLUMNS = ["file_name"] + [f"Point_M{i}_{c}" for i in range(N_QUERY) for c in "XY"]
@@ -34,9 +34,8 @@ def write_submission(path: Path | str, names: np.ndarray, points: np.ndarray, in
         raise ValueError("predictions contain NaN or inf")
     df = pd.DataFrame(np.rint(sel).astype(np.int64), columns=SUBMISSION_COLUMNS[1:])
     df.insert(0, "file_name", np.asarray(names))
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
     return path
 
 

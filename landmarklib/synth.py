@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path
 from .data import LANDMARK_COLUMNS, N_QUERY
 from .layout import GROUPS, N_POINTS, face_template, flip_points
 
@@ -162,12 +163,10 @@ def corrupt(points: np.ndarray, kind: str, rng: np.random.Generator, width: int,
 
 def _write_landmarks(path: Path, names: list[str], points: np.ndarray) -> None:
     values = np.rint(points.reshape(len(names), -1)).astype(np.int64)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         f.write("\t".join(LANDMARK_COLUMNS) + "\n")
         for n, row in zip(names, values):
             f.write(n + "\t" + "\t".join(map(str, row.tolist())) + "\n")
-    os.replace(tmp, path)
 
 
 def make_dataset(out_dir: Path | str, n_train: int = 1000, n_test: int = 200, seed: int = 0,

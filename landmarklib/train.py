@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path
 from .augment import augment
 from .cache import BatchLoader, Cache, build_cache
 from .data import N_QUERY, DataError
@@ -223,18 +224,15 @@ def read_blocklist(path: str | Path) -> set[str]:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
         w.writeheader()
         w.writerows(history)
-    os.replace(tmp, path)
 
 
 def run_name(cfg: dict) -> str:

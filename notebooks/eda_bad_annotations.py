@@ -59,6 +59,7 @@ quick = False
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import display
 
 from landmarklib import eda
 from landmarklib.data import load_split

@@ -25,7 +25,7 @@
 # compares validation MSE in original pixels. The default grid is the LR schedule (constant, one
 # drop, two drops, reduce-on-plateau, cosine), then MSE vs SmoothL1 at the best schedule. Other
 # grids: `loss`, `arch` (resnext50 vs resnet101), `blocklist` (with vs without the EDA's flagged rows),
-# `resize` (centre crop vs pad).
+# `resize` (centre crop vs pad), `warmup` (none vs one epoch).
 
 # %% [markdown]
 # **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib and installs it

@@ -111,3 +111,33 @@ def test_cli_exit_codes_and_no_traceback(synth_copy):
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert "landmarks.csv:8: duplicate file_name" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_unpack_contest_zip_with_separate_test_points(synth_dir, tmp_path):
+    """The 2020 layout: a zip with a top folder, test_points.csv shipped beside it."""
+    import zipfile
+    from landmarklib.data import unpack_contest
+    zpath = tmp_path / "drive" / "contest.zip"
+    zpath.parent.mkdir()
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in synth_dir.rglob("*"):
+            if p.is_file() and p.name != "test_points.csv":
+                zf.write(p, "DATA/" + p.relative_to(synth_dir).as_posix())
+    (tmp_path / "drive" / "test_points.csv").write_bytes((synth_dir / "test" / "test_points.csv").read_bytes())
+    out = unpack_contest(zpath, tmp_path / "data", scratch=tmp_path)
+    assert check(out, workers=1)["train"]["images"] == 60
+    with pytest.raises(DataError, match="no train/landmarks.csv inside the zip"):
+        bad = tmp_path / "empty.zip"
+        zipfile.ZipFile(bad, "w").close()
+        unpack_contest(bad, tmp_path / "other")
+
+
+def test_atomic_path_keeps_the_old_file_when_a_write_fails(tmp_path):
+    from landmarklib.atomic import atomic_path
+    target = tmp_path / "last.pt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half of a new")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]

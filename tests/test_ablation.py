@@ -1,0 +1,48 @@
+import json
+
+import pandas as pd
+import pytest
+
+from landmarklib import ablation
+
+
+@pytest.mark.parametrize("name", ["lr_drop", "loss", "arch", "blocklist", "warmup", "resize"])
+def test_each_grid_turns_one_knob(name):
+    g = ablation.grid(name, 12, blocklist="bad.csv")
+    knobs = {k for overrides in g.values() for k in overrides}
+    assert len(g) >= 2
+    assert knobs <= {"schedule", "drop_at"} if name == "lr_drop" else len(knobs) == 1
+
+
+def test_lr_drop_grid_scales_with_epochs():
+    g = ablation.grid("lr_drop", 12)
+    assert g["one drop @8"]["drop_at"] == [8] and g["two drops @6,9"]["drop_at"] == [6, 9]
+    with pytest.raises(ValueError, match="unknown grid"):
+        ablation.grid("optimizer", 12)
+    with pytest.raises(ValueError, match="needs blocklist"):
+        ablation.grid("blocklist", 12)
+
+
+def test_run_dirs_are_named_by_recipe_and_differ_per_knob(tmp_path):
+    base = {"arch": "resnet18", "epochs": 6, "crop_size": 64, "batch_size": 32}
+    dirs = {ablation.run_dir_for(base, ov, 0, tmp_path).name for ov in ablation.grid("lr_drop", 6).values()}
+    assert len(dirs) == 5 and all(d.startswith("resnet18_smoothl1_b32_e6_64px") for d in dirs)
+    assert ablation.run_dir_for(base, {}, 1, tmp_path).name.endswith("_s1")
+
+
+def test_results_table_and_markdown(tmp_path):
+    runs = {}
+    for label, finals in {"a": [10.0, 12.0], "b": [8.0, 8.0]}.items():
+        for seed, final in enumerate(finals):
+            d = tmp_path / f"{label}{seed}"
+            d.mkdir()
+            pd.DataFrame({"epoch": [1, 2], "val_mse_px": [20.0, final]}).to_csv(d / "history.csv", index=False)
+            (d / "config.json").write_text(json.dumps({"name": f"recipe-{label}"}))
+            runs.setdefault(label, []).append(d)
+    t = ablation.results_table(runs, "knob")
+    assert t.set_index("configuration").loc["a", "final_mse_px"] == 11.0
+    assert t.set_index("configuration").loc["a", "final_std"] == 1.0
+    assert ablation.best_configuration(t) == "b"
+    assert ablation.is_finished(runs["a"][0], 2) and not ablation.is_finished(runs["a"][0], 3)
+    csv, md = ablation.write_results(t, tmp_path / "out")
+    assert md.read_text().splitlines()[2].startswith("| knob | a | 2 | 11.00 | 1.00 |")
