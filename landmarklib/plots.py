@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -54,6 +55,8 @@ def plot_history(history: pd.DataFrame, title: str = "") -> plt.Figure:
     axes[2].plot(history["epoch"], history["val_mse_px"], "o-", label="all 971 points")
     axes[2].plot(history["epoch"], history["val_mse30_px"], "s--", label="30 random points (contest)")
     axes[2].set(title="validation MSE, original pixels", xlabel="epoch", yscale="log")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[2].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -94,14 +97,16 @@ def plot_ablation(curves: dict[str, list[pd.DataFrame]], drops: dict[str, list[i
         finals[label] = table.iloc[-1].to_numpy()
     ax.set(xlabel="epoch", ylabel="validation MSE, original px (log)", yscale="log",
            title="validation MSE per epoch (arrows: LR drops)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     labels = list(finals)
     means = [finals[k].mean() for k in labels]
     bx.barh(labels, means, color=[f"C{i}" for i in range(len(labels))], alpha=0.5)
     for i, k in enumerate(labels):
         bx.scatter(finals[k], [i] * len(finals[k]), color="black", s=12, zorder=3)
-        bx.text(means[i], i, f"  {means[i]:.1f}", va="center", fontsize=8)
+        bx.text(max(means[i], finals[k].max()), i, f"  {means[i]:.1f}", va="center", fontsize=8)
     bx.set(xlabel="final validation MSE, original px", title="final MSE (dots: seeds)")
+    bx.margins(x=0.15)
     bx.invert_yaxis()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
