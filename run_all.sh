@@ -43,7 +43,7 @@ run() {  # run NOTEBOOK [papermill args...]
 
 run data -p run_dir "$OUT"
 run eda_bad_annotations -p run_dir "$OUT" -p out "$OUT/bad_annotations.csv"
-run train -p run_dir "$OUT/train" "${DEMO[@]}" ${DEMO:+-p drop_at "[3]"}
+run train -p run_dir "$OUT/train" "${DEMO[@]}"
 run lr_drop_ablation -p run_dir "$OUT/ablation" -p blocklist "$OUT/bad_annotations.csv" "${DEMO[@]}"
 run submission -p run_dir "$OUT/train" -p out "$OUT/submission.csv"
 echo "== all notebooks ran in $SECONDS s; outputs in $OUT (executed notebooks in $NB_OUT)"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .train import make_config, run_name
+from .train import QUICK, check_same_recipe, make_config, run_name
 
 
 def grid(name: str, epochs: int, blocklist: str | None = None) -> dict[str, dict]:
@@ -39,9 +39,13 @@ def grid(name: str, epochs: int, blocklist: str | None = None) -> dict[str, dict
     raise ValueError(f"unknown grid {name!r}; choose lr_drop, loss, arch, blocklist, warmup or resize")
 
 
-def run_dir_for(base: dict, overrides: dict, seed: int, runs_root: Path | str) -> Path:
-    cfg = make_config({k: v for k, v in (base | overrides | {"seed": seed}).items() if k != "quick"})
-    return Path(runs_root) / run_name(cfg)
+def _config(base: dict, overrides: dict, seed: int, quick: bool = False) -> dict:
+    cfg = {k: v for k, v in (base | overrides | {"seed": seed}).items() if k != "quick"}
+    return make_config(cfg | (QUICK if quick else {}))
+
+
+def run_dir_for(base: dict, overrides: dict, seed: int, runs_root: Path | str, quick: bool = False) -> Path:
+    return Path(runs_root) / run_name(_config(base, overrides, seed, quick))
 
 
 def is_finished(run_dir: Path, epochs: int) -> bool:
@@ -55,19 +59,26 @@ def run_grid(configs: dict[str, dict], base: dict, seeds: list[int], runs_root: 
     import papermill as pm
     from tqdm.auto import tqdm
     runs: dict[str, list[Path]] = {}
+    accepted = set(pm.inspect_notebook(str(notebook)))
+    unknown = ({k for ov in configs.values() for k in ov} | set(base)) - accepted
+    if unknown:
+        raise ValueError(f"{notebook} has no parameter(s) {sorted(unknown)}: the grid would not change the run")
     jobs = [(label, ov, s) for label, ov in configs.items() for s in seeds]
     bar = tqdm(jobs, desc="ablation runs", unit="run")
     for label, overrides, seed in bar:
-        run_dir = run_dir_for(base, overrides, seed, runs_root)
+        cfg = _config(base, overrides, seed, quick)
+        run_dir = Path(runs_root) / run_name(cfg)
         runs.setdefault(label, []).append(run_dir)
         bar.set_postfix_str(f"{label} seed {seed}")
-        if is_finished(run_dir, base["epochs"]):
+        if is_finished(run_dir, cfg["epochs"]):
+            check_same_recipe(run_dir, cfg | {"run_dir": str(run_dir)})   # a name clash would reuse the wrong run
             continue
         params = base | overrides | {"seed": seed, "run_dir": str(run_dir), "quick": quick}
         out = Path(log_dir or runs_root) / "notebooks" / f"{run_dir.name}.ipynb"
         out.parent.mkdir(parents=True, exist_ok=True)
         pm.execute_notebook(str(notebook), str(out), parameters=params, kernel_name="python3", progress_bar=False,
                             cwd=str(Path(notebook).parent))
+        check_same_recipe(run_dir, cfg | {"run_dir": str(run_dir)})       # the notebook ran what the grid asked
     return runs
 
 

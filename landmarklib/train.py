@@ -53,7 +53,7 @@ DEFAULTS: dict = {
     "schedule": "drop",           # constant | drop | plateau | cosine | warm_restarts | onecycle
     "drop_at": None,              # epochs where the LR drops; None: at 2/3 of the run (8 of 12: the seed recipe)
     "drop_factor": 0.1,
-    "warmup_epochs": 1,           # linear LR ramp over the first epoch: from random init it is worth >10x in MSE
+    "warmup_epochs": 1,           # linear LR ramp over the first epoch: from random init full LR at step 0 hurts
 
     "t0": 4,
     "t_mult": 1,
@@ -235,12 +235,20 @@ def _write_history(path: Path, history: list[dict]) -> None:
         w.writerows(history)
 
 
+NAME_KEYS = ("arch", "loss", "batch_size", "epochs", "crop_size", "resize_mode", "schedule", "drop_at", "lr",
+             "augment", "blocklist", "seed")
+
+
 def run_name(cfg: dict) -> str:
-    """A run's recipe in its name (MMPose style): arch, loss, batch, epochs, input, schedule."""
+    """A run's recipe in its name (MMPose style): arch, loss, batch, epochs, input, schedule, ...,
+    then every other recipe key that differs from DEFAULTS, so two recipes never share a run dir."""
     sched = cfg["schedule"] + ("@" + "-".join(map(str, cfg["drop_at"])) if cfg["schedule"] == "drop" else "")
+    extras = [f"{k}-{cfg[k]}" for k in sorted(cfg)
+              if k in DEFAULTS and k not in NAME_KEYS and k not in RESUMABLE_KEYS and cfg[k] != DEFAULTS[k]]
     return (f"{cfg['arch']}_{cfg['loss']}_b{cfg['batch_size']}_e{cfg['epochs']}_{cfg['crop_size']}px-"
             f"{cfg['resize_mode']}_{sched}_lr{cfg['lr']:g}_aug-{cfg['augment']}"
-            + (f"_bl-{Path(cfg['blocklist']).stem}" if cfg["blocklist"] else "") + f"_s{cfg['seed']}")
+            + (f"_bl-{Path(cfg['blocklist']).stem}" if cfg["blocklist"] else "")
+            + "".join(f"_{e}" for e in extras) + f"_s{cfg['seed']}")
 
 
 def int_list(value, name: str = "value") -> list[int]:
@@ -271,7 +279,8 @@ def make_config(overrides: dict | None = None) -> dict:
     return cfg
 
 
-def _check_resume(run_dir: Path, cfg: dict) -> None:
+def check_same_recipe(run_dir: Path, cfg: dict) -> None:
+    """Refuse to resume (or reuse) a run dir that holds another recipe."""
     saved = json.loads((run_dir / "config.json").read_text())
     diff = {k: (saved.get(k), cfg[k]) for k in cfg if k not in RESUMABLE_KEYS and saved.get(k) != cfg[k]}
     if diff:
@@ -303,7 +312,7 @@ def _fit(cfg: dict, device: torch.device, rank: int, world: int, run_dir: Path, 
     last = run_dir / "last.pt"
     ckpt = None
     if last.is_file():
-        _check_resume(run_dir, cfg)
+        check_same_recipe(run_dir, cfg)
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
         if ckpt["epoch"] >= cfg["epochs"]:
             if progress:

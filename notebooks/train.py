@@ -55,8 +55,9 @@ batch_size = 64
 lr = 1e-3
 optimizer = "adam"
 schedule = "drop"
-drop_at = [8]
+drop_at = None                # None: at 2/3 of the run (8 of 12, the seed recipe)
 drop_factor = 0.1
+warmup_epochs = 1
 loss = "smoothl1"
 crop_size = 128
 resize_mode = "crop"
@@ -82,7 +83,8 @@ if not (Path(data_dir) / "train" / "landmarks.csv").is_file():
     synth.make_dataset(data_dir, *((120, 30) if quick else (1000, 200)), seed=0, bad_fraction=0.03)
     print(f"{data_dir} had no data: made the synthetic demo set there (run data.ipynb for the contest data)")
 config = dict(data_dir=data_dir, run_dir=run_dir, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
-              optimizer=optimizer, schedule=schedule, drop_at=drop_at, drop_factor=drop_factor, loss=loss,
+              optimizer=optimizer, schedule=schedule, drop_at=drop_at, drop_factor=drop_factor,
+              warmup_epochs=warmup_epochs, loss=loss,
               crop_size=crop_size, resize_mode=resize_mode, augment=augment, pretrained=pretrained,
               blocklist=blocklist, seed=seed, device=device)
 if quick:

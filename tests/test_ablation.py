@@ -30,6 +30,20 @@ def test_run_dirs_are_named_by_recipe_and_differ_per_knob(tmp_path):
     assert ablation.run_dir_for(base, {}, 1, tmp_path).name.endswith("_s1")
 
 
+def test_every_grid_gets_its_own_run_dirs(tmp_path):
+    base = {"arch": "resnet18", "epochs": 6}
+    for name in ["lr_drop", "loss", "arch", "blocklist", "warmup", "resize"]:
+        g = ablation.grid(name, 6, blocklist="bad.csv")
+        assert len({ablation.run_dir_for(base, ov, 0, tmp_path) for ov in g.values()}) == len(g), name
+
+
+def test_a_grid_knob_the_notebook_lacks_is_refused(tmp_path):
+    from pathlib import Path
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "train.ipynb"
+    with pytest.raises(ValueError, match=r"has no parameter\(s\) \['smoothl1_beta'\]"):
+        ablation.run_grid({"x": {"smoothl1_beta": 0.1}}, {"epochs": 2}, [0], tmp_path, nb)
+
+
 def test_results_table_and_markdown(tmp_path):
     runs = {}
     for label, finals in {"a": [10.0, 12.0], "b": [8.0, 8.0]}.items():
