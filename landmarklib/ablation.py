@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .train import QUICK, check_same_recipe, make_config, run_name
 
@@ -57,7 +58,6 @@ def run_grid(configs: dict[str, dict], base: dict, seeds: list[int], runs_root: 
              quick: bool = False, log_dir: Path | str | None = None) -> dict[str, list[Path]]:
     """Execute `notebook` (train.ipynb) per configuration and seed; return label -> run dirs."""
     import papermill as pm
-    from tqdm.auto import tqdm
     runs: dict[str, list[Path]] = {}
     accepted = set(pm.inspect_notebook(str(notebook)))
     unknown = ({k for ov in configs.values() for k in ov} | set(base)) - accepted

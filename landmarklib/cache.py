@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import queue
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path

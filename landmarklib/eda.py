@@ -25,8 +25,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
+from .cache import BatchLoader, build_cache
 from .data import DataError, image_sizes, load_split
 from .layout import GROUPS
+from .losses import make_loss
+from .models import create_model
+from .schedules import Plateau
+from .train import make_config, predict_normalized, resolve_device, train_one_epoch
 
 Z_DEFAULT = 12.0        # calibrated on the synthetic set (bench/bench_eda.py); check the histogram on real data
 GEOMETRY_Z = 100.0      # score given to a failed geometry rule: above any sane threshold
@@ -130,11 +135,6 @@ def out_of_fold_predictions(data_dir: Path | str, folds: int = 4, epochs: int = 
                             progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(labels, predictions), both (N, 971, 2) in normalized input coordinates, each prediction
     from a model trained on the other folds (the whole face kept in view: resize mode pad)."""
-    from .cache import BatchLoader, build_cache
-    from .losses import make_loss
-    from .models import create_model
-    from .schedules import Plateau
-    from .train import make_config, predict_normalized, resolve_device, train_one_epoch
     dev = resolve_device(device)
     cache = build_cache(data_dir, "train", Path(cache_dir or Path(data_dir) / "cache"), crop, "pad",
                         progress=progress)

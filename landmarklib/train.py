@@ -25,7 +25,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
-from .augment import augment
+from .augment import augment, flip_targets, to_nchw
 from .cache import BatchLoader, Cache, build_cache
 from .data import N_QUERY, DataError
 from .geometry import from_normalized
@@ -166,7 +166,6 @@ def query_indices(n: int, seed: int = 2020) -> np.ndarray:
 @torch.no_grad()
 def predict_normalized(model, loader: BatchLoader, amp_dtype=None, flip_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalized predictions (N, 971, 2) in loader order, with the rows they belong to."""
-    from .augment import flip_targets, to_nchw
     model.eval()
     preds, rows = [], []
     for images, _, r in loader:
