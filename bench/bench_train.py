@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PerImageDataset, baseline_model, baseline_predict, baseline_train_steps  # noqa: E402
 
 from landmarklib.cache import BatchLoader, build_cache  # noqa: E402
-from landmarklib.data import load_split  # noqa: E402
+from landmarklib.data import load_split, split_indices  # noqa: E402
 from landmarklib.geometry import fit_affine, to_original  # noqa: E402
 from landmarklib.losses import make_loss  # noqa: E402
 from landmarklib.models import create_model  # noqa: E402
@@ -118,7 +118,7 @@ def recipe(a, tmp: Path) -> None:
     # The organizers' recipe: same split, arch, crop, batch, lr, epochs.
     torch.manual_seed(0)
     train = load_split(data, "train")
-    n_train = int(round(0.8 * len(train.names)))
+    n_train = len(split_indices(len(train.names))[0])
     model = baseline_model("resnet18", device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
     loader = DataLoader(PerImageDataset(train, np.arange(n_train), a.crop), batch_size=32, shuffle=True, num_workers=2,

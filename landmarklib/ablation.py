@@ -12,12 +12,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .schedules import default_drop_at
 from .train import QUICK, check_same_recipe, make_config, run_name
 
 
 def grid(name: str, epochs: int, blocklist: str | None = None) -> dict[str, dict]:
     """Named grids: label -> overrides of the base recipe. Drop epochs scale with `epochs`."""
-    one = [max(1, round(epochs * 2 / 3))]
+    one = default_drop_at(epochs)
     two = sorted({max(1, round(epochs / 2)), max(2, round(epochs * 3 / 4))})
     if name == "lr_drop":
         return {"constant": {"schedule": "constant"},

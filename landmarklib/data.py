@@ -162,6 +162,12 @@ def read_test_points(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     return names, indices
 
 
+def split_indices(n: int, val_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """The organizers' split of landmarks.csv: the first rows train, the rest validate, unshuffled."""
+    n_train = int(round(n * (1 - val_fraction)))
+    return np.arange(n_train), np.arange(n_train, n)
+
+
 @dataclass
 class Split:
     """One split of the layout: its image folder, names, and landmarks where known."""

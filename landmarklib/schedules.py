@@ -11,6 +11,11 @@ import math
 SCHEDULES = ("constant", "drop", "plateau", "cosine", "warm_restarts", "onecycle")
 
 
+def default_drop_at(epochs: int) -> list[int]:
+    """Where the LR drops when drop_at is not given: at 2/3 of the run (8 of 12, the seed recipe)."""
+    return [max(1, round(epochs * 2 / 3))]
+
+
 def lr_factor(cfg: dict, t: float) -> float:
     """Multiplier of cfg['lr'] at fractional epoch t (0 <= t <= cfg['epochs']).
 

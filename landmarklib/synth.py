@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
-from .data import LANDMARK_COLUMNS, N_QUERY
+from .data import LANDMARK_COLUMNS, N_QUERY, split_indices
 from .layout import GROUPS, N_POINTS, face_template, flip_points
 
 SUPERSAMPLE = 2
@@ -191,7 +191,7 @@ def make_dataset(out_dir: Path | str, n_train: int = 1000, n_test: int = 200, se
     n_bad = int(round(bad_fraction * n_train))
     # Corruptions go into the organizers' train split (the first 80 % of rows) only, so validation
     # is as clean as the test ground truth and an ablation measures what bad labels do to training.
-    n_split = max(n_bad, int(round(0.8 * n_train)))
+    n_split = max(n_bad, len(split_indices(n_train)[0]))
     bad_rows = np.sort(rng.choice(n_split, n_bad, replace=False)) if n_bad else np.array([], int)
     planted = []
     labels = train_pts.copy()

@@ -27,12 +27,12 @@ from tqdm.auto import tqdm
 from .atomic import atomic_path
 from .augment import augment, flip_targets, to_nchw
 from .cache import BatchLoader, Cache, build_cache
-from .data import N_QUERY, DataError
+from .data import N_QUERY, DataError, split_indices
 from .geometry import from_normalized
 from .layout import N_POINTS
 from .losses import make_loss
 from .models import MIN_INPUT, create_model
-from .schedules import Plateau, lr_factor
+from .schedules import Plateau, default_drop_at, lr_factor
 
 # Defaults: plain literals; the CLI, the notebooks' parameters cell and fit(overrides) all
 # start from here. Units: lr per sample-mean loss, epochs over the train split.
@@ -202,12 +202,6 @@ def evaluate(model, loader: BatchLoader, cache: Cache, queries: dict[int, np.nda
     return {"val_mse_px": float(stats[0] / stats[2]), "val_mse30_px": float(stats[1] / stats[2])}
 
 
-def split_indices(n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """The organizers' split: the first rows train, the rest validate, unshuffled."""
-    n_train = int(round(n * (1 - val_fraction)))
-    return np.arange(n_train), np.arange(n_train, n)
-
-
 def read_blocklist(path: str | Path) -> set[str]:
     """File names to leave out of training: a CSV with file_name (and, if present, flagged)."""
     import pandas as pd
@@ -270,7 +264,7 @@ def make_config(overrides: dict | None = None) -> dict:
         raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     cfg.update(overrides or {})
     if cfg["drop_at"] is None:
-        cfg["drop_at"] = [max(1, round(cfg["epochs"] * 2 / 3))]
+        cfg["drop_at"] = default_drop_at(cfg["epochs"])
     cfg["drop_at"] = int_list(cfg["drop_at"], "drop_at")
     need = MIN_INPUT.get(cfg["arch"], 32)
     if cfg["crop_size"] < need:
@@ -330,10 +324,10 @@ def _fit(cfg: dict, device: torch.device, rank: int, world: int, run_dir: Path, 
     train_idx, val_idx = split_indices(len(cache), cfg["val_fraction"])
     if cfg["blocklist"]:
         blocked = read_blocklist(cfg["blocklist"])
-        train_idx = train_idx[~np.isin(cache.names[train_idx], list(blocked))]
+        kept = ~np.isin(cache.names[train_idx], list(blocked))
+        train_idx = train_idx[kept]
         if progress:
-            print(f"blocklist {cfg['blocklist']}: {len(blocked)} names, "
-                  f"{len(split_indices(len(cache), cfg['val_fraction'])[0]) - len(train_idx)} training rows left out "
+            print(f"blocklist {cfg['blocklist']}: {len(blocked)} names, {int((~kept).sum())} training rows left out "
                   f"(validation unchanged, so runs with and without compare on the same images)")
     if len(train_idx) < cfg["batch_size"]:
         raise ValueError(f"{len(train_idx)} training images is fewer than one batch of {cfg['batch_size']}")

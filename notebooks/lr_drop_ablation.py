@@ -79,6 +79,7 @@ from IPython.display import Markdown, display
 
 from landmarklib import ablation
 from landmarklib.plots import plot_ablation, save
+from landmarklib.schedules import default_drop_at
 from landmarklib.train import QUICK_EPOCHS, int_list
 
 seeds = int_list(seeds, "seeds")
@@ -86,7 +87,7 @@ if quick:
     epochs, seeds = QUICK_EPOCHS, seeds[:1]
 base = dict(data_dir=str(Path(data_dir).resolve()), arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
             loss=loss, crop_size=crop_size, augment=augment, device=device, schedule="drop",
-            drop_at=[max(1, round(epochs * 2 / 3))])
+            drop_at=default_drop_at(epochs))
 runs_root = Path(run_dir).resolve()
 notebook = Path("notebooks/train.ipynb").resolve()
 configs = ablation.grid(grid_name, epochs, str(Path(blocklist).resolve()) if blocklist else None)

@@ -74,10 +74,10 @@ import numpy as np
 import pandas as pd
 
 from landmarklib import synth
-from landmarklib.data import load_split
+from landmarklib.data import load_split, split_indices
 from landmarklib.plots import error_by_part, landmark_grid, plot_error_by_part, plot_history, save
 from landmarklib.predict import predict_split
-from landmarklib.train import QUICK, fit, split_indices
+from landmarklib.train import QUICK, fit
 
 if not (Path(data_dir) / "train" / "landmarks.csv").is_file():
     synth.make_dataset(data_dir, *((120, 30) if quick else (1000, 200)), seed=0, bad_fraction=0.03)
