@@ -4,13 +4,10 @@
 #   DATA_DIR=/path/to/data ./run_all.sh   the contest data (train/, test/), notebook defaults (128 px, 12 epochs)
 #   QUICK=1 ./run_all.sh                  tiny budget, every code path (what the tests run)
 #   OUT_DIR=somewhere ./run_all.sh        outputs elsewhere (default runs/, ignored by git)
+#   PYTHON=/path/to/python ./run_all.sh  that interpreter (default: see setup_env.sh)
 set -euo pipefail
 cd "$(dirname "$0")"
-PY=${PYTHON:-python3}
-if ! "$PY" -c "import landmarklib, papermill, jupytext, ipykernel, torch, torchvision, matplotlib" 2>/dev/null; then
-  echo "== installing requirements (pip install -r requirements.txt)"
-  "$PY" -m pip install -q -r requirements.txt
-fi
+source ./setup_env.sh   # sets PY: an active virtual environment, else a project-local .venv
 QUICK=${QUICK:-0}
 quick=False; [ "$QUICK" = "1" ] && quick=True
 OUT=${OUT_DIR:-runs}/$([ "$QUICK" = "1" ] && echo quick || echo demo)
