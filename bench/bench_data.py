@@ -4,7 +4,7 @@
   3. one epoch of feed, images/s: BatchLoader over the cache vs a per-image decode-resize-crop
      DataLoader like the organizers' baseline (2 workers, as on Colab).
 
-    python bench/bench_data.py [--rows 20000] [--images 2000] [--crop 128]
+    python bench/bench_data.py [--rows 20000] [--images 2000] [--crop-size 128]
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, default=20000)
     p.add_argument("--images", type=int, default=2000)
-    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--crop-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lmbench_"))
@@ -69,9 +69,9 @@ def main() -> None:
         # 2. cache build
         data = make_dataset(tmp / "data", a.images, 0, seed=0, workers=a.workers)
         t = time.perf_counter()
-        cache = build_cache(data, "train", tmp / "cache", a.crop, "crop", workers=a.workers, progress=False)
+        cache = build_cache(data, "train", tmp / "cache", a.crop_size, "crop", workers=a.workers, progress=False)
         t_build = time.perf_counter() - t
-        print(f"cache build: {a.images} images at {a.crop} px in {t_build:.2f} s -> {a.images / t_build:.0f} images/s "
+        print(f"cache build: {a.images} images at {a.crop_size} px in {t_build:.2f} s -> {a.images / t_build:.0f} images/s "
               f"({a.workers} processes)")
         # 3. epoch feed
         targets = cache.targets()
@@ -82,7 +82,7 @@ def main() -> None:
             n += len(x)
         t_cache = time.perf_counter() - t
         split = load_split(data, "train")
-        loader = DataLoader(PerImageDataset(split, np.arange(len(split.names)), a.crop), batch_size=64, shuffle=True,
+        loader = DataLoader(PerImageDataset(split, np.arange(len(split.names)), a.crop_size), batch_size=64, shuffle=True,
                             num_workers=a.workers)
         t = time.perf_counter()
         m = sum(len(x) for x, _, _ in loader)
@@ -91,7 +91,7 @@ def main() -> None:
         print(f"epoch feed: cache BatchLoader {n / t_cache:.0f} images/s, per-image DataLoader ({a.workers} workers) "
               f"{m / t_per:.0f} images/s -> {t_per / t_cache:.1f}x")
         print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}; command: python bench/bench_data.py "
-              f"--rows {a.rows} --images {a.images} --crop {a.crop} --workers {a.workers}")
+              f"--rows {a.rows} --images {a.images} --crop-size {a.crop_size} --workers {a.workers}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

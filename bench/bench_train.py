@@ -6,7 +6,7 @@ channels_last on a GPU) vs a loop like the organizers' hack_train.py (per-image 
 DataLoader, fp32, predictions moved to the CPU for the loss). On a GPU it adds our loop
 in fp32 without channels_last, and the fraction of step time spent waiting for data.
 
-    python bench/bench_train.py --archs resnet18 resnext50 --crop 128 --steps 20
+    python bench/bench_train.py --archs resnet18 resnext50 --crop-size 128 --steps 20
 
 recipe: our training recipe vs the organizers' under the same budget, each predicted and
 scored on the synthetic test set (the training-engine issue's acceptance figure).
@@ -33,42 +33,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PerImageDataset, baseline_model, baseline_predict, baseline_train_steps  # noqa: E402
 
-from landmarklib.cache import BatchLoader, build_cache  # noqa: E402
+from landmarklib.cache import build_cache  # noqa: E402
+from landmarklib.config import make_config  # noqa: E402
 from landmarklib.data import load_split, split_indices  # noqa: E402
 from landmarklib.geometry import fit_affine, to_original  # noqa: E402
-from landmarklib.losses import make_loss  # noqa: E402
-from landmarklib.models import create_model  # noqa: E402
 from landmarklib.predict import predict_split  # noqa: E402
-from landmarklib.schedules import Plateau  # noqa: E402
+from landmarklib.runtime import resolve_device  # noqa: E402
 from landmarklib.score import score_submission  # noqa: E402
 from landmarklib.submission import write_submission  # noqa: E402
 from landmarklib.synth import make_dataset  # noqa: E402
-from landmarklib.train import autocast_dtype, fit, make_config, resolve_device, train_one_epoch  # noqa: E402
+from landmarklib.train import fit, train_model  # noqa: E402
 
 
 def ours_throughput(cache, arch, device, batch, steps, amp, channels_last):
-    cfg = make_config({"arch": arch, "batch_size": batch, "crop_size": cache.size, "augment": "flip",
-                       "max_train_steps": steps, "amp": amp, "channels_last": channels_last, "schedule": "constant"})
-    targets = cache.targets()
-    model = create_model(arch, mean_shape=targets.mean(0)).to(device)
-    if channels_last and device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    amp_dtype = autocast_dtype(device, amp)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    loader = BatchLoader(cache.images, targets, np.arange(len(cache)), batch, True, device=device, drop_last=True)
-    gen = torch.Generator(device=device).manual_seed(0)
-    args = (model, loader, opt, make_loss("smoothl1"), cfg, 0, Plateau(), scaler, amp_dtype, gen, False)
-    cfg["max_train_steps"] = 3
-    train_one_epoch(*args)                       # warm-up: cudnn autotune, allocator
-    cfg["max_train_steps"] = steps
-    return train_one_epoch(*args)
+    """Images/s of the training core's second epoch of `steps` steps (the first warms up: cudnn
+    autotune, the allocator)."""
+    cfg = make_config({"arch": arch, "batch_size": batch, "crop_size": cache.crop_size, "augment": "flip",
+                       "max_train_steps": steps, "amp": amp, "channels_last": channels_last,
+                       "schedule": "constant", "epochs": 2, "lr": 1e-4})
+    _, history = train_model(cfg, cache, np.arange(len(cache)), device=device, progress=False)
+    return history[-1]
 
 
-def baseline_throughput(split, arch, device, batch, steps, crop, workers):
+def baseline_throughput(split, arch, device, batch, steps, crop_size, workers):
     model = baseline_model(arch, device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
-    loader = DataLoader(PerImageDataset(split, np.arange(len(split.names)), crop), batch_size=batch, shuffle=True,
+    loader = DataLoader(PerImageDataset(split, np.arange(len(split.names)), crop_size), batch_size=batch, shuffle=True,
                         num_workers=workers, drop_last=True)
     baseline_train_steps(model, loader, opt, device, 2)
     if device.type == "cuda":
@@ -85,16 +75,16 @@ def throughput(a, tmp: Path) -> None:
     workers = a.workers or min(8, os.cpu_count() or 1)
     n_images = max(a.batch * (a.steps + 4), 256)
     data = make_dataset(tmp / "data", n_images, 0, seed=0, workers=os.cpu_count())
-    cache = build_cache(data, "train", tmp / "cache", a.crop, "crop", progress=False)
+    cache = build_cache(data, "train", tmp / "cache", a.crop_size, "crop", progress=False)
     split = load_split(data, "train")
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else os.cpu_count()} cores), "
-          f"torch {torch.__version__}, {a.crop} px, batch {a.batch}, {a.steps} timed steps, "
+          f"torch {torch.__version__}, {a.crop_size} px, batch {a.batch}, {a.steps} timed steps, "
           f"baseline DataLoader workers {workers}")
     print(f"{'arch':<12} {'ours img/s':>11} {'data wait':>9} {'baseline img/s':>15} {'ratio':>6}"
           + (f" {'ours fp32 img/s':>16} {'AMP+CL gain':>11}" if device.type == "cuda" else ""))
     for arch in a.archs:
         ours = ours_throughput(cache, arch, device, a.batch, a.steps, True, True)
-        base = baseline_throughput(split, arch, device, a.batch, a.steps, a.crop, workers)
+        base = baseline_throughput(split, arch, device, a.batch, a.steps, a.crop_size, workers)
         line = (f"{arch:<12} {ours['images_per_s']:>11.0f} {100 * ours['data_wait']:>8.1f}% {base:>15.0f} "
                 f"{ours['images_per_s'] / base:>5.1f}x")
         if device.type == "cuda":
@@ -109,7 +99,7 @@ def recipe(a, tmp: Path) -> None:
     test = load_split(data, "test")
     torch.manual_seed(0)
     t = time.perf_counter()
-    fit({"data_dir": str(data), "run_dir": str(tmp / "ours"), "arch": "resnet18", "crop_size": a.crop,
+    fit({"data_dir": str(data), "run_dir": str(tmp / "ours"), "arch": "resnet18", "crop_size": a.crop_size,
          "batch_size": 32, "lr": 1e-3, "epochs": a.epochs, "device": a.device}, progress=False)
     ours_s = time.perf_counter() - t
     pred = predict_split([tmp / "ours" / "best.pt"], data, device=a.device, progress=False)
@@ -121,20 +111,20 @@ def recipe(a, tmp: Path) -> None:
     n_train = len(split_indices(len(train.names))[0])
     model = baseline_model("resnet18", device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
-    loader = DataLoader(PerImageDataset(train, np.arange(n_train), a.crop), batch_size=32, shuffle=True, num_workers=2,
+    loader = DataLoader(PerImageDataset(train, np.arange(n_train), a.crop_size), batch_size=32, shuffle=True, num_workers=2,
                         drop_last=True)
     t = time.perf_counter()
     for _ in range(a.epochs):
         baseline_train_steps(model, loader, opt, device)
     base_s = time.perf_counter() - t
-    crop_pred, rows = baseline_predict(model, DataLoader(PerImageDataset(test, np.arange(len(test.names)), a.crop),
+    crop_pred, rows = baseline_predict(model, DataLoader(PerImageDataset(test, np.arange(len(test.names)), a.crop_size),
                                                          batch_size=64, num_workers=2), device)
     from PIL import Image
-    affine = np.stack([fit_affine(*Image.open(test.image_path(r)).size, a.crop, "crop") for r in rows])
+    affine = np.stack([fit_affine(*Image.open(test.image_path(r)).size, a.crop_size, "crop") for r in rows])
     write_submission(tmp / "base.csv", test.names[rows], to_original(crop_pred, affine), test.indices[rows])
     base = score_submission(tmp / "base.csv", data)
     print(f"synthetic set {a.n_train} train ({n_train} / {a.n_train - n_train} split) + {a.n_test} test, resnet18, "
-          f"{a.crop} px, batch 32, lr 1e-3, {a.epochs} epochs, {device}, no pretrained weights")
+          f"{a.crop_size} px, batch 32, lr 1e-3, {a.epochs} epochs, {device}, no pretrained weights")
     print(f"ours (defaults: 1-epoch warmup, LR drop at 2/3, normalized targets, mean-shape head, SmoothL1, "
           f"flip augment): test MSE {ours:.2f} px^2 "
           f"({ours_s:.0f} s)")
@@ -147,7 +137,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--recipe", action="store_true")
     p.add_argument("--archs", nargs="+", default=["resnet18", "resnext50"])
-    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--crop-size", type=int, default=128)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--workers", type=int, default=None)

@@ -8,16 +8,15 @@ from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
 from landmarklib.geometry import fit_affine, to_input
-
-MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+from landmarklib.models import IMAGENET_MEAN, IMAGENET_STD
 
 
 class PerImageDataset(Dataset):
     """Like the organizers' hack_train.py: decode the full JPEG every time, scale the short
     side to the crop, centre crop, ToTensor, Normalize; targets in raw crop pixels."""
 
-    def __init__(self, split, rows, crop: int):
-        self.split, self.rows, self.crop = split, np.asarray(rows), crop
+    def __init__(self, split, rows, crop_size: int):
+        self.split, self.rows, self.crop_size = split, np.asarray(rows), crop_size
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -26,11 +25,11 @@ class PerImageDataset(Dataset):
         r = self.rows[i]
         img = Image.open(self.split.image_path(r)).convert("RGB")
         w, h = img.size
-        img = TF.center_crop(TF.resize(img, self.crop, antialias=True), [self.crop, self.crop])
-        x = TF.normalize(TF.to_tensor(img), MEAN, STD)
+        img = TF.center_crop(TF.resize(img, self.crop_size, antialias=True), [self.crop_size, self.crop_size])
+        x = TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)
         if self.split.landmarks is None:
             return x, torch.zeros(971, 2), r
-        t = to_input(self.split.landmarks[r], fit_affine(w, h, self.crop, "crop"))
+        t = to_input(self.split.landmarks[r], fit_affine(w, h, self.crop_size, "crop"))
         return x, torch.from_numpy(t.astype(np.float32)), r
 
 

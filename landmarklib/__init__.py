@@ -1,8 +1,12 @@
 """landmarklib: 971-point facial landmark regression for the "Thousand Facial Landmarks" contest.
 
-One module per step of the data flow: data (format, checks) -> cache (decode once) -> augment ->
-models -> losses / schedules -> train (fit, evaluate) -> predict -> submission / score; plus
-layout (point groups, flip permutation), geometry (pixel conventions), synth (demo set), eda (bad
+One module per concept, data flowing one way:
+  data (format, checks) -> cache (decode once) -> augment -> models -> losses / schedules
+  -> train (train_one_epoch, evaluate, train_model: the one training core; fit; CLI)
+  -> predict (inference, TTA, ensembles) -> submission / score.
+Beside the flow: config (defaults, quick profiles, validation, run names), runtime (device,
+precision), geometry (pixel conventions and the codec: labels <-> targets <-> original pixels),
+metric (the contest MSE), layout (point groups, flip permutation), synth (demo set), eda (bad
 annotations), ablation and plots (what the notebooks show), atomic (safe writes).
 """
 

@@ -6,14 +6,14 @@ Runs go to <runs_root>/<recipe name>; a run already finished is not run again.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path
+from .config import QUICK, check_same_recipe, make_config, run_name
 from .schedules import default_drop_at
-from .train import QUICK, check_same_recipe, make_config, run_name
 
 
 def grid(name: str, epochs: int, blocklist: str | None = None) -> dict[str, dict]:
@@ -123,8 +123,10 @@ def write_results(table: pd.DataFrame, out_dir: Path | str, stem: str = "results
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, md = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    table.to_csv(csv, index=False)
-    md.write_text(to_markdown(table))
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(md) as tmp:
+        tmp.write_text(to_markdown(table))
     return csv, md
 
 
@@ -137,5 +139,15 @@ def drop_epochs(configs: dict[str, dict], base: dict) -> dict[str, list[int]]:
     return out
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+def follow_ups(grid_name: str, configs: dict[str, dict], best: str, loss: str, loss_follow_up: bool = True,
+               blocklist: str | None = None) -> dict[str, dict[str, dict]]:
+    """The grids to run next at the winning configuration `best`, one knob each: the loss (MSE vs
+    SmoothL1, after the lr_drop grid) and, when a blocklist is given, with vs without its rows."""
+    out = {}
+    if grid_name == "lr_drop" and loss_follow_up:
+        other = "mse" if loss != "mse" else "smoothl1"
+        out["loss"] = {f"{best} + {loss}": configs[best], f"{best} + {other}": configs[best] | {"loss": other}}
+    if blocklist and grid_name != "blocklist":
+        out["blocklist"] = {f"{best}, all rows": configs[best],
+                            f"{best}, without flagged rows": configs[best] | {"blocklist": blocklist}}
+    return out

@@ -1,6 +1,6 @@
 """Decode cache: every image decoded once into uint8 arrays at the working size.
 
-    cache = build_cache(data_dir, "train", cache_root, size=128, mode="crop")
+    cache = build_cache(data_dir, "train", cache_root(data_dir), crop_size=128, mode="crop")
 
 A cache folder holds images.npy (N, S, S, 3) uint8 (read back as a memmap), affine.npy
 (N, 4) per-image (sx, sy, ox, oy) from original to input pixels, sizes.npy (N, 2) original
@@ -17,7 +17,7 @@ import os
 import queue
 import threading
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,14 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .data import DataError, Split, check_images_exist, load_split
-from .geometry import fit_affine, to_input, to_normalized, warp_image
+from .geometry import encode, fit_affine, warp_image
 
 CACHE_VERSION = 1
+
+
+def cache_root(data_dir: Path | str, cache_dir: Path | str | None = None) -> Path:
+    """Where caches live: cache_dir when given, else <data_dir>/cache (keep it on local disk, not Drive)."""
+    return Path(cache_dir) if cache_dir else Path(data_dir) / "cache"
 
 
 def _fingerprint(split: Split) -> str:
@@ -51,15 +56,19 @@ class Cache:
     affine: np.ndarray            # (N, 4)
     sizes: np.ndarray             # (N, 2)
     landmarks: np.ndarray | None  # (N, 971, 2) original pixels
-    size: int
+    crop_size: int
     mode: str
+    _targets: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def targets(self) -> np.ndarray:
-        """Landmarks in normalized input coordinates ([-1, 1] over the input square), float32."""
-        return to_normalized(to_input(self.landmarks, self.affine), self.size).astype(np.float32)
+        """Landmarks in normalized input coordinates ([-1, 1] over the input square), float32;
+        computed once per Cache."""
+        if self._targets is None:
+            self._targets = encode(self.landmarks, self.affine, self.crop_size).astype(np.float32)
+        return self._targets
 
 
 _worker: dict = {}
@@ -70,27 +79,28 @@ def _init_worker(images_path: str) -> None:
 
 
 def _decode_chunk(args: tuple) -> list[tuple[int, np.ndarray]]:
-    rows, paths, size, mode = args
+    rows, paths, crop_size, mode = args
     out = []
     for i, p in zip(rows, paths):
         try:
             with Image.open(p) as im:
-                a = fit_affine(im.size[0], im.size[1], size, mode)
-                _worker["images"][i] = warp_image(im, a, size, mode)
-                out.append((i, a, im.size))
+                size = im.size            # before warp_image: its JPEG draft shrinks im.size
+                a = fit_affine(size[0], size[1], crop_size, mode)
+                _worker["images"][i] = warp_image(im, a, crop_size, mode)
+                out.append((i, a, size))
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise DataError(f"{p}: corrupt or unreadable image: {e}") from None
     return out
 
 
-def build_cache(data_dir: Path | str, split: str, cache_root: Path | str, size: int = 128, mode: str = "crop",
+def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: int = 128, mode: str = "crop",
                 workers: int | None = None, progress: bool = True) -> Cache:
-    """Decode `split` once into cache_root/<split>_<size>_<mode>/ (reused when unchanged)."""
-    fit_affine(100, 100, size, mode)  # validates mode early
+    """Decode `split` once into root/<split>_<crop_size>_<mode>/ (reused when unchanged)."""
+    fit_affine(100, 100, crop_size, mode)  # validates mode early
     src = load_split(data_dir, split)
     check_images_exist(src, "landmarks.csv" if split == "train" else "test_points.csv")
-    out = Path(cache_root) / f"{split}_{size}_{mode}"
-    manifest = {"version": CACHE_VERSION, "split": split, "size": size, "mode": mode,
+    out = Path(root) / f"{split}_{crop_size}_{mode}"
+    manifest = {"version": CACHE_VERSION, "split": split, "size": crop_size, "mode": mode,
                 "count": len(src.names), "source": _fingerprint(src)}
     done = None
     if (out / "manifest.json").is_file() and json.loads((out / "manifest.json").read_text()) == manifest:
@@ -99,7 +109,7 @@ def build_cache(data_dir: Path | str, split: str, cache_root: Path | str, size: 
         out.mkdir(parents=True, exist_ok=True)
         for f in out.iterdir():
             f.unlink()
-        np.lib.format.open_memmap(out / "images.npy", "w+", np.uint8, (len(src.names), size, size, 3)).flush()
+        np.lib.format.open_memmap(out / "images.npy", "w+", np.uint8, (len(src.names), crop_size, crop_size, 3)).flush()
         for name, arr in [("affine", np.zeros((len(src.names), 4))), ("sizes", np.zeros((len(src.names), 2), np.int64)),
                           ("done", np.zeros(len(src.names), bool))]:
             np.save(out / f"{name}.npy", arr)
@@ -109,20 +119,20 @@ def build_cache(data_dir: Path | str, split: str, cache_root: Path | str, size: 
         done = np.zeros(len(src.names), bool)
     todo = np.flatnonzero(~done)
     if len(todo):
-        _decode(out, src, todo, size, mode, workers, progress)
+        _decode(out, src, todo, crop_size, mode, workers, progress)
     if src.landmarks is not None and not (out / "landmarks.npy").is_file():
         np.save(out / "landmarks.npy", src.landmarks)
     return open_cache(out)
 
 
-def _decode(out: Path, src: Split, todo: np.ndarray, size: int, mode: str, workers: int | None,
+def _decode(out: Path, src: Split, todo: np.ndarray, crop_size: int, mode: str, workers: int | None,
             progress: bool) -> None:
     affine, sizes, done = (np.load(out / f"{n}.npy") for n in ("affine", "sizes", "done"))
     workers = workers or os.cpu_count() or 1
     step = 64
-    jobs = [(todo[i:i + step], [str(src.image_dir / src.names[j]) for j in todo[i:i + step]], size, mode)
+    jobs = [(todo[i:i + step], [str(src.image_dir / src.names[j]) for j in todo[i:i + step]], crop_size, mode)
             for i in range(0, len(todo), step)]
-    bar = tqdm(total=len(todo), desc=f"cache {src.name} {size}px {mode}", disable=not progress, unit="img")
+    bar = tqdm(total=len(todo), desc=f"cache {src.name} {crop_size}px {mode}", disable=not progress, unit="img")
 
     def save_state() -> None:  # after each chunk, so a killed build resumes where it stopped
         for n, arr in (("affine", affine), ("sizes", sizes), ("done", done)):
@@ -160,7 +170,7 @@ def open_cache(path: Path | str) -> Cache:
     return Cache(path=path, names=np.array((path / "names.txt").read_text().split()),
                  images=np.load(path / "images.npy", mmap_mode="r"), affine=np.load(path / "affine.npy"),
                  sizes=np.load(path / "sizes.npy"), landmarks=np.load(lm) if lm.is_file() else None,
-                 size=m["size"], mode=m["mode"])
+                 crop_size=m["size"], mode=m["mode"])
 
 
 class BatchLoader:

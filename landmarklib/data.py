@@ -168,6 +168,19 @@ def split_indices(n: int, val_fraction: float = 0.2) -> tuple[np.ndarray, np.nda
     return np.arange(n_train), np.arange(n_train, n)
 
 
+def read_blocklist(path: Path | str) -> set[str]:
+    """File names to leave out of training: a CSV with file_name (and, if present, flagged)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: blocklist not found")
+    df = pd.read_csv(path)
+    if "file_name" not in df.columns:
+        raise DataError(f"{path}:1: blocklist needs a file_name column; got {list(df.columns)}")
+    if "flagged" in df.columns:
+        df = df[df["flagged"].astype(str).str.lower().isin(["true", "1"])]
+    return set(df["file_name"].astype(str))
+
+
 @dataclass
 class Split:
     """One split of the layout: its image folder, names, and landmarks where known."""

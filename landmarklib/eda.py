@@ -25,13 +25,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
-from .cache import BatchLoader, build_cache
+from .cache import BatchLoader, build_cache, cache_root
+from .config import EDA, make_config
 from .data import DataError, image_sizes, load_split
 from .layout import GROUPS
-from .losses import make_loss
-from .models import create_model
-from .schedules import Plateau
-from .train import make_config, predict_normalized, resolve_device, train_one_epoch
+from .predict import predict_normalized
+from .runtime import autocast_dtype, resolve_device
+from .train import train_model
 
 Z_DEFAULT = 12.0        # calibrated on the synthetic set (bench/bench_eda.py); check the histogram on real data
 GEOMETRY_Z = 100.0      # score given to a failed geometry rule: above any sane threshold
@@ -129,35 +129,32 @@ def outside_fraction(landmarks: np.ndarray, sizes: np.ndarray, margin: float = 0
     return ((landmarks < lo) | (landmarks > hi)).any(-1).mean(-1)
 
 
-def out_of_fold_predictions(data_dir: Path | str, folds: int = 4, epochs: int = 6, crop: int = 64,
-                            arch: str = "resnet18", augment: str = "full", device: str = "auto",
-                            cache_dir: Path | str | None = None, seed: int = 0,
+def out_of_fold_predictions(data_dir: Path | str, folds: int = EDA["folds"], epochs: int = EDA["epochs"],
+                            crop_size: int = EDA["crop_size"], arch: str = "resnet18", augment: str = "full",
+                            device: str = "auto", cache_dir: Path | str | None = None, seed: int = 0,
                             progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(labels, predictions), both (N, 971, 2) in normalized input coordinates, each prediction
     from a model trained on the other folds (the whole face kept in view: resize mode pad)."""
+    if folds < 2:
+        raise ValueError(f"folds: out-of-fold predictions need at least 2 folds, got {folds}")
     dev = resolve_device(device)
-    cache = build_cache(data_dir, "train", Path(cache_dir or Path(data_dir) / "cache"), crop, "pad",
-                        progress=progress)
+    cache = build_cache(data_dir, "train", cache_root(data_dir, cache_dir), crop_size, "pad", progress=progress)
     targets = cache.targets()
     n = len(cache)
     fold_of = np.random.default_rng(seed).permutation(n) % folds
     pred = np.zeros((n, 971, 2), np.float32)
-    # L1: robust, so the few bad labels in each fold pull the model little.
-    cfg = make_config({"arch": arch, "crop_size": crop, "epochs": epochs, "batch_size": 32, "lr": 2e-3,
-                       "schedule": "drop", "drop_at": [max(1, epochs - 1)], "loss": "l1", "augment": augment})
     for f in tqdm(range(folds), desc="out-of-fold models", disable=not progress):
-        torch.manual_seed(seed + f)
+        # L1: robust, so the few bad labels in each fold pull the model little; the head starts
+        # at the median shape for the same reason.
+        cfg = make_config({"arch": arch, "crop_size": crop_size, "resize_mode": "pad", "epochs": epochs,
+                           "batch_size": 32, "lr": 2e-3, "schedule": "drop", "drop_at": [max(1, epochs - 1)],
+                           "loss": "l1", "augment": augment, "seed": seed + f})
         train_idx = np.flatnonzero(fold_of != f)
-        model = create_model(arch, mean_shape=np.median(targets[train_idx], 0)).to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-        loader = BatchLoader(cache.images, targets, train_idx, 32, True, seed=seed + f, device=dev, drop_last=True)
-        gen = torch.Generator(device=dev).manual_seed(seed + f)
-        for e in range(epochs):
-            loader.set_epoch(e)
-            train_one_epoch(model, loader, opt, make_loss("l1"), cfg, e, Plateau(), None, None, gen, False)
+        model, _ = train_model(cfg, cache, train_idx, device=dev, mean_shape=np.median(targets[train_idx], 0),
+                               progress=False)
         held = np.flatnonzero(fold_of == f)
         p, rows = predict_normalized(model, BatchLoader(cache.images, None, held, 128, False, device=dev),
-                                     flip_tta=True)
+                                     autocast_dtype(dev, cfg["amp"]), flip_tta=True)
         pred[rows.numpy()] = p.cpu().numpy()
     return targets, pred
 
@@ -203,35 +200,6 @@ def summary(df: pd.DataFrame) -> str:
     return f"{len(f)} of {len(df)} annotations flagged" + (f" ({by})" if len(f) else "")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m landmarklib.eda", description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", required=True, type=Path)
-    p.add_argument("--out", type=Path, default=Path("bad_annotations.csv"))
-    p.add_argument("--no-model", action="store_true", help="shape-only stage (seconds, no training)")
-    p.add_argument("--k", type=float, default=Z_DEFAULT, help=f"flag when a robust z-score exceeds k (default {Z_DEFAULT:g})")
-    p.add_argument("--folds", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--crop", type=int, default=64)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--cache-dir", default=None)
-    a = p.parse_args(argv)
-    try:
-        kw = {} if a.no_model else {"folds": a.folds, "epochs": a.epochs, "crop": a.crop, "device": a.device,
-                                    "cache_dir": a.cache_dir}
-        df = score_annotations(a.data_dir, not a.no_model, a.k, **kw)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    with atomic_path(a.out) as tmp:
-        df.to_csv(tmp, index=False)
-    print(f"{summary(df)}; wrote {a.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def precision_recall(scores: pd.DataFrame, planted: pd.DataFrame) -> pd.DataFrame:
     """Precision and recall of the flags against known planted corruptions (synthetic set).
 
@@ -247,3 +215,33 @@ def precision_recall(scores: pd.DataFrame, planted: pd.DataFrame) -> pd.DataFram
         rows.append({"kind": k, "planted": len(names), "caught": tp, "recall": tp / max(1, len(names)),
                      "false_flags": false_pos, "precision": tp / max(1, tp + false_pos)})
     return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m landmarklib.eda", description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--out", type=Path, default=Path("bad_annotations.csv"), help="the scores, worst first")
+    p.add_argument("--no-model", action="store_true", help="shape-only stage (seconds, no training)")
+    p.add_argument("--k", type=float, default=Z_DEFAULT, help=f"flag when a robust z-score exceeds k (default {Z_DEFAULT:g})")
+    p.add_argument("--folds", type=int, default=EDA["folds"], help="out-of-fold models (at least 2)")
+    p.add_argument("--epochs", type=int, default=EDA["epochs"], help="epochs per out-of-fold model")
+    p.add_argument("--crop-size", type=int, default=EDA["crop_size"], help="their input side in pixels")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--cache-dir", default=None, help="decode cache folder (default <data-dir>/cache)")
+    a = p.parse_args(argv)
+    try:
+        kw = {} if a.no_model else {"folds": a.folds, "epochs": a.epochs, "crop_size": a.crop_size,
+                                    "device": a.device, "cache_dir": a.cache_dir}
+        df = score_annotations(a.data_dir, not a.no_model, a.k, **kw)
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with atomic_path(a.out) as tmp:
+        df.to_csv(tmp, index=False)
+    print(f"{summary(df)}; wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -32,16 +32,21 @@ def fit_affine(width: int, height: int, size: int, mode: str = "crop") -> np.nda
     raise ValueError(f"unknown resize mode {mode!r}; choose one of {MODES}")
 
 
-def to_input(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Original-image pixels -> input pixels. points (..., P, 2), affine (..., 4)."""
-    a = np.asarray(affine, dtype=np.float64)[..., None, :]
-    return (np.asarray(points, dtype=np.float64) + 0.5) * a[..., :2] - 0.5 + a[..., 2:]
+def _float64(x):
+    """float64 array or tensor (numpy in, numpy out; torch in, torch out on its device)."""
+    return x.double() if hasattr(x, "double") else np.asarray(x, dtype=np.float64)
 
 
-def to_original(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Input pixels -> original-image pixels: the exact inverse of to_input."""
-    a = np.asarray(affine, dtype=np.float64)[..., None, :]
-    return (np.asarray(points, dtype=np.float64) - a[..., 2:] + 0.5) / a[..., :2] - 0.5
+def to_input(points, affine):
+    """Original-image pixels -> input pixels. points (..., P, 2), affine (..., 4); numpy or torch."""
+    a = _float64(affine)[..., None, :]
+    return (_float64(points) + 0.5) * a[..., :2] - 0.5 + a[..., 2:]
+
+
+def to_original(points, affine):
+    """Input pixels -> original-image pixels: the exact inverse of to_input; numpy or torch."""
+    a = _float64(affine)[..., None, :]
+    return (_float64(points) - a[..., 2:] + 0.5) / a[..., :2] - 0.5
 
 
 def to_normalized(points, size: int):
@@ -52,6 +57,18 @@ def to_normalized(points, size: int):
 
 def from_normalized(points, size: int):
     return (points + 1.0) * (size / 2.0) - 0.5
+
+
+# The codec: the one place labels become model targets and predictions become original pixels.
+
+def encode(landmarks, affine, size: int):
+    """Original-image landmarks (..., 971, 2) -> normalized targets of a size x size input (float64)."""
+    return to_normalized(to_input(landmarks, affine), size)
+
+
+def decode(pred, affine, size: int):
+    """Normalized predictions (..., 971, 2) -> original-image pixels (float64), numpy or torch."""
+    return to_original(from_normalized(_float64(pred), size), affine)
 
 
 def warp_image(img: Image.Image, affine: np.ndarray, size: int, mode: str) -> np.ndarray:

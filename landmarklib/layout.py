@@ -60,19 +60,19 @@ def part_of_points() -> np.ndarray:
     return out
 
 
+# Under a horizontal flip (FORMAT.md): these groups swap with each other element by element ...
+MIRROR_PAIRS = [("jaw_a", "jaw_b"), ("brow_a", "brow_b"), ("nose_a", "nose_b"), ("iris_a", "iris_b"),
+                ("eyelid_a", "eyelid_b")]
+# ... these side-to-side contours reverse in place (the two eye centres swap), and the rest stay.
+REVERSED = ["forehead", "lip_upper_outer", "lip_upper_inner", "lip_lower_outer", "lip_lower_inner", "eye_centres"]
+
+
 def _flip_permutation() -> np.ndarray:
     perm = np.arange(N_POINTS)
-
-    def swap(a: int, b: int, n: int) -> None:
-        perm[a:a + n], perm[b:b + n] = np.arange(b, b + n), np.arange(a, a + n)
-
-    swap(0, 64, 64)          # jaw sides
-    swap(273, 337, 64)       # eyebrows
-    swap(401, 464, 63)       # nose sides
-    swap(587, 714, 127)      # iris + eyelid of each eye
-    swap(969, 970, 1)        # eye centres
-    for start, stop in [(128, 273), (841, 873), (873, 905), (905, 937), (937, 969)]:
-        perm[start:stop] = np.arange(stop - 1, start - 1, -1)  # side-to-side contours reverse
+    for a, b in MIRROR_PAIRS:
+        perm[group_slice(a)], perm[group_slice(b)] = np.arange(*GROUPS[b]), np.arange(*GROUPS[a])
+    for g in REVERSED:
+        perm[group_slice(g)] = np.arange(*GROUPS[g])[::-1]
     return perm
 
 

@@ -11,6 +11,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from .layout import PART_COLOURS, PARTS, part_of_points
+from .metric import point_error
 
 _PART = part_of_points()
 
@@ -64,9 +65,9 @@ def plot_history(history: pd.DataFrame, title: str = "") -> plt.Figure:
 
 
 def error_by_part(pred: np.ndarray, truth: np.ndarray) -> pd.Series:
-    """Mean squared error (original pixels, per coordinate) for each face part."""
-    sq = ((pred - truth) ** 2).mean(-1).mean(0)       # (971,)
-    return pd.Series({p: float(sq[_PART == p].mean()) for p in PARTS})
+    """The contest MSE (original pixels) of each face part's points, mean over images."""
+    err = point_error(pred, truth).mean(0)       # (971,)
+    return pd.Series({p: float(err[_PART == p].mean()) for p in PARTS})
 
 
 def plot_error_by_part(err: pd.Series) -> plt.Figure:

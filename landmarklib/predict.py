@@ -16,11 +16,30 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cache import BatchLoader, build_cache
+from .augment import flip_targets, to_nchw
+from .cache import BatchLoader, build_cache, cache_root
 from .data import DataError, load_split
+from .geometry import decode
 from .models import create_model
+from .runtime import autocast_dtype, prepare_model, resolve_device
 from .submission import write_submission
-from .train import autocast_dtype, predict_normalized, resolve_device, to_original_torch
+
+
+@torch.no_grad()
+def predict_normalized(model, loader: BatchLoader, amp_dtype=None, flip_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalized predictions (N, 971, 2) in loader order, on the loader's device, with their rows.
+    flip_tta averages each image with its mirror (predictions re-indexed and mirrored back)."""
+    model.eval()
+    preds, rows = [], []
+    for images, _, r in loader:
+        x = to_nchw(images)
+        with torch.autocast(loader.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            p = model(x).float()
+            if flip_tta:
+                p = (p + flip_targets(model(x.flip(3)).float())) / 2
+        preds.append(p)
+        rows.append(r)
+    return torch.cat(preds), torch.cat(rows)
 
 
 def load_checkpoint(path: str | Path, device: torch.device):
@@ -35,10 +54,7 @@ def load_checkpoint(path: str | Path, device: torch.device):
     cfg = ckpt["config"]
     model = create_model(cfg["arch"])
     model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    return model, cfg
+    return prepare_model(model, device).eval(), cfg
 
 
 def predict_split(checkpoints: list[str | Path], data_dir: str | Path, split: str = "test", tta: str = "none",
@@ -48,15 +64,15 @@ def predict_split(checkpoints: list[str | Path], data_dir: str | Path, split: st
     if tta not in ("none", "flip"):
         raise ValueError(f"unknown tta {tta!r}; choose none or flip")
     dev = resolve_device(device)
-    cache_root = Path(cache_dir or Path(data_dir) / "cache")
+    root = cache_root(data_dir, cache_dir)
     total = None
     for path in tqdm(checkpoints, desc="checkpoints", disable=not progress or len(checkpoints) < 2):
         model, cfg = load_checkpoint(path, dev)
-        cache = build_cache(data_dir, split, cache_root, cfg["crop_size"], cfg["resize_mode"], progress=progress)
+        cache = build_cache(data_dir, split, root, cfg["crop_size"], cfg["resize_mode"], progress=progress)
         idx = np.arange(len(cache)) if rows is None else np.asarray(rows)
         loader = BatchLoader(cache.images, None, idx, batch_size, shuffle=False, device=dev)
         pred, r = predict_normalized(model, loader, autocast_dtype(dev, cfg.get("amp", True)), tta == "flip")
-        orig = to_original_torch(pred, torch.from_numpy(cache.affine[r.numpy()]).to(dev), cache.size).cpu().numpy()
+        orig = decode(pred, torch.from_numpy(cache.affine[r.numpy()]).to(dev), cache.crop_size).cpu().numpy()
         total = orig if total is None else total + orig
     return total / len(checkpoints)
 

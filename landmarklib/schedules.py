@@ -47,7 +47,7 @@ def lr_factor(cfg: dict, t: float) -> float:
 class Plateau:
     """Reduce-on-plateau: scale by `factor` after `patience` epochs without a better metric."""
 
-    def __init__(self, factor: float = 0.1, patience: int = 2, threshold: float = 1e-3):
+    def __init__(self, factor: float, patience: int, threshold: float = 1e-3):
         self.factor, self.patience, self.threshold = factor, patience, threshold
         self.scale, self.best, self.bad_epochs = 1.0, math.inf, 0
 

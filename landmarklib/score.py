@@ -8,15 +8,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .data import DataError, load_split
-from .submission import read_submission, select_points
-
-
-def mse_per_image(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Mean squared error over all x and y values of each image: (N, P, 2) x2 -> (N,)."""
-    return ((np.asarray(pred, np.float64) - np.asarray(truth, np.float64)) ** 2).mean(axis=(1, 2))
+from .metric import mse_per_image, select_points
+from .submission import read_submission
 
 
 def score_submission(submission: Path | str, data_dir: Path | str) -> float:

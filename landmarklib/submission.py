@@ -13,13 +13,9 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .data import N_QUERY, DataError, read_test_points
+from .metric import select_points
 
 SUBMISSION_COLUMNS = ["file_name"] + [f"Point_M{i}_{c}" for i in range(N_QUERY) for c in "XY"]
-
-
-def select_points(points: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """(N, 971, 2) full predictions + (N, 30) requested indices -> (N, 30, 2) in request order."""
-    return np.take_along_axis(np.asarray(points), np.asarray(indices)[:, :, None], axis=1)
 
 
 def write_submission(path: Path | str, names: np.ndarray, points: np.ndarray, indices: np.ndarray) -> Path:

@@ -203,15 +203,14 @@ def make_dataset(out_dir: Path | str, n_train: int = 1000, n_test: int = 200, se
         planted.append((train_names[r], kind))
     _write_landmarks(out / "train" / "landmarks.csv", train_names, labels)
     if n_bad:
-        with open(out / "train" / "planted_bad.csv", "w") as f:
-            f.write("file_name,kind\n" + "".join(f"{n},{k}\n" for n, k in planted))
+        with atomic_path(out / "train" / "planted_bad.csv") as tmp:
+            tmp.write_text("file_name,kind\n" + "".join(f"{n},{k}\n" for n, k in planted))
     test_names = [r[0] for r in results["test"]]
     if n_test:
         _write_landmarks(out / "test" / "landmarks.csv", test_names, np.stack([r[1] for r in results["test"]]))
-    with open(out / "test" / "test_points.csv", "w") as f:
-        f.write("file_name\tpoint_index_list\n")
-        for n in test_names:
-            f.write(f"{n}\t{json.dumps(rng.choice(N_POINTS, N_QUERY, replace=False).tolist())}\n")
+    with atomic_path(out / "test" / "test_points.csv") as tmp:
+        tmp.write_text("file_name\tpoint_index_list\n" + "".join(
+            f"{n}\t{json.dumps(rng.choice(N_POINTS, N_QUERY, replace=False).tolist())}\n" for n in test_names))
     return out
 
 

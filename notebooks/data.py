@@ -56,7 +56,7 @@ mount_drive = True            # only acts in an interactive Colab session
 cache_dir = None              # default <data_dir>/cache; keep it on local disk, never on Drive
 crop_size = 128
 resize_mode = "crop"
-n_train, n_test, bad_fraction, seed = 1000, 200, 0.03, 0
+n_train, n_test, bad_fraction, seed = 1000, 200, 0.03, 0   # the demo set (landmarklib.config.DEMO)
 quick = False
 
 # %%
@@ -64,11 +64,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from landmarklib import data, synth
-from landmarklib.cache import build_cache
+from landmarklib.cache import build_cache, cache_root
+from landmarklib.config import QUICK_DEMO
 from landmarklib.plots import landmark_grid, save
 
 if quick:
-    n_train, n_test, crop_size = 120, 30, 32
+    n_train, n_test, crop_size = (QUICK_DEMO[k] for k in ("n_train", "n_test", "crop_size"))
 if zip_path and mount_drive and "google.colab" in sys.modules:
     from google.colab import drive
     drive.mount("/content/drive")
@@ -84,7 +85,7 @@ print(data.format_report(report))
 
 # %%
 for split in ("train", "test"):
-    cache = build_cache(data_dir, split, cache_dir or Path(data_dir) / "cache", crop_size, resize_mode)
+    cache = build_cache(data_dir, split, cache_root(data_dir, cache_dir), crop_size, resize_mode)
     print(f"{split}: {cache.images.shape} uint8 in {cache.path}")
 
 # %% [markdown]

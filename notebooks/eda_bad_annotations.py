@@ -52,7 +52,7 @@ run_dir = "runs"
 out = "runs/bad_annotations.csv"
 use_model = True              # False: the fast shape-only stage
 k = 12.0                      # flag when a robust z-score exceeds k
-folds, epochs, crop = 4, 6, 64
+folds, epochs, crop_size = 4, 6, 64   # the out-of-fold models (landmarklib.config.EDA)
 device = "auto"
 quick = False
 
@@ -62,15 +62,18 @@ import pandas as pd
 from IPython.display import display
 
 from landmarklib import eda
+from landmarklib.atomic import atomic_path
+from landmarklib.config import QUICK_EDA
 from landmarklib.data import load_split
 from landmarklib.plots import landmark_grid, plot_score_histogram, save
 
 if quick:
-    folds, epochs, crop = 2, 1, 32
-kw = {"folds": folds, "epochs": epochs, "crop": crop, "device": device} if use_model else {}
+    folds, epochs, crop_size = (QUICK_EDA[k] for k in ("folds", "epochs", "crop_size"))
+kw = {"folds": folds, "epochs": epochs, "crop_size": crop_size, "device": device} if use_model else {}
 scores = eda.score_annotations(data_dir, use_model, k, **kw)
 Path(out).parent.mkdir(parents=True, exist_ok=True)
-scores.to_csv(out, index=False)
+with atomic_path(out) as tmp:
+    scores.to_csv(tmp, index=False)
 print(eda.summary(scores), "->", out)
 scores.head(10)
 

@@ -78,13 +78,13 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from landmarklib import ablation
+from landmarklib.config import QUICK, int_list
 from landmarklib.plots import plot_ablation, save
 from landmarklib.schedules import default_drop_at
-from landmarklib.train import QUICK_EPOCHS, int_list
 
 seeds = int_list(seeds, "seeds")
 if quick:
-    epochs, seeds = QUICK_EPOCHS, seeds[:1]
+    epochs, seeds = QUICK["epochs"], seeds[:1]
 base = dict(data_dir=str(Path(data_dir).resolve()), arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
             loss=loss, crop_size=crop_size, augment=augment, device=device, schedule="drop",
             drop_at=default_drop_at(epochs))
@@ -106,13 +106,8 @@ plt.show()
 
 # %%
 best = ablation.best_configuration(table)
-follow_ups = {}
-if grid_name == "lr_drop" and loss_follow_up:
-    other = "mse" if loss != "mse" else "smoothl1"
-    follow_ups["loss"] = {f"{best} + {loss}": configs[best], f"{best} + {other}": configs[best] | {"loss": other}}
-if blocklist and grid_name != "blocklist":
-    follow_ups["blocklist"] = {f"{best}, all rows": configs[best],
-                               f"{best}, without flagged rows": configs[best] | {"blocklist": str(Path(blocklist).resolve())}}
+follow_ups = ablation.follow_ups(grid_name, configs, best, loss, loss_follow_up,
+                                 str(Path(blocklist).resolve()) if blocklist else None)
 for knob, knob_configs in follow_ups.items():
     knob_runs = ablation.run_grid(knob_configs, base, seeds, runs_root, notebook, quick)
     fig = plot_ablation(ablation.histories(knob_runs), ablation.drop_epochs(knob_configs, base),

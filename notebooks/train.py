@@ -47,26 +47,44 @@ elif Path.cwd().name == "notebooks":
     os.chdir("..")
 
 # %% tags=["parameters"]
+# Every key of landmarklib.config.DEFAULTS, with its default (a test keeps them equal); papermill -p
+# overrides any of them. `python -m landmarklib.train --help` says what each one does.
 data_dir = "data"
 run_dir = "runs/train"
+cache_dir = None              # default <data_dir>/cache; keep it on local disk, never on Drive
 arch = "resnet18"
+pretrained = False
+weights_path = None
 epochs = 12
 batch_size = 64
 lr = 1e-3
 optimizer = "adam"
+momentum = 0.9
+nesterov = True
+weight_decay = 0.0
 schedule = "drop"
 drop_at = None                # None: at 2/3 of the run (8 of 12, the seed recipe)
 drop_factor = 0.1
 warmup_epochs = 1
+t0 = 4
+t_mult = 1
+plateau_patience = 1
 loss = "smoothl1"
+smoothl1_beta = 0.02
+wing_w = 0.04
+wing_eps = 0.008
 crop_size = 128
 resize_mode = "crop"
 augment = "flip"
-pretrained = False
+val_fraction = 0.2
 blocklist = None
 seed = 0
 device = "auto"
-quick = False
+amp = True
+channels_last = True
+workers = None
+max_train_steps = None
+quick = False                 # True: a tiny budget that runs every code path (what the tests run)
 
 # %%
 import matplotlib.pyplot as plt
@@ -74,21 +92,18 @@ import numpy as np
 import pandas as pd
 
 from landmarklib import synth
+from landmarklib.config import DEMO, QUICK_DEMO, notebook_config
 from landmarklib.data import load_split, split_indices
+from landmarklib.metric import mse_per_image
 from landmarklib.plots import error_by_part, landmark_grid, plot_error_by_part, plot_history, save
 from landmarklib.predict import predict_split
-from landmarklib.train import QUICK, fit
+from landmarklib.train import fit
 
+config = notebook_config(globals(), quick)
 if not (Path(data_dir) / "train" / "landmarks.csv").is_file():
-    synth.make_dataset(data_dir, *((120, 30) if quick else (1000, 200)), seed=0, bad_fraction=0.03)
+    demo = DEMO | ({k: QUICK_DEMO[k] for k in ("n_train", "n_test")} if quick else {})
+    synth.make_dataset(data_dir, **demo)
     print(f"{data_dir} had no data: made the synthetic demo set there (run data.ipynb for the contest data)")
-config = dict(data_dir=data_dir, run_dir=run_dir, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
-              optimizer=optimizer, schedule=schedule, drop_at=drop_at, drop_factor=drop_factor,
-              warmup_epochs=warmup_epochs, loss=loss,
-              crop_size=crop_size, resize_mode=resize_mode, augment=augment, pretrained=pretrained,
-              blocklist=blocklist, seed=seed, device=device)
-if quick:
-    config |= QUICK
 history = pd.DataFrame(fit(config))
 history
 
@@ -101,10 +116,11 @@ plt.show()
 
 # %%
 train = load_split(data_dir, "train")
-_, val_idx = split_indices(len(train.names), 0.2)
-pred = predict_split([Path(run_dir) / "best.pt"], data_dir, "train", rows=val_idx, device=device, progress=False)
+_, val_idx = split_indices(len(train.names), config["val_fraction"])
+pred = predict_split([Path(run_dir) / "best.pt"], data_dir, "train", cache_dir=cache_dir, rows=val_idx, device=device,
+                     progress=False)
 truth = train.landmarks[val_idx]
-mse = ((pred - truth) ** 2).mean((1, 2))
+mse = mse_per_image(pred, truth)
 show = np.argsort(mse)[np.linspace(0, len(mse) - 1, 8).astype(int)]
 fig = landmark_grid([train.image_path(val_idx[i]) for i in show], [pred[i] for i in show], [truth[i] for i in show],
                     titles=[f"MSE {mse[i]:.1f}" for i in show])

@@ -40,8 +40,8 @@ def test_every_grid_gets_its_own_run_dirs(tmp_path):
 def test_a_grid_knob_the_notebook_lacks_is_refused(tmp_path):
     from pathlib import Path
     nb = Path(__file__).resolve().parents[1] / "notebooks" / "train.ipynb"
-    with pytest.raises(ValueError, match=r"has no parameter\(s\) \['smoothl1_beta'\]"):
-        ablation.run_grid({"x": {"smoothl1_beta": 0.1}}, {"epochs": 2}, [0], tmp_path, nb)
+    with pytest.raises(ValueError, match=r"has no parameter\(s\) \['dropout'\]"):
+        ablation.run_grid({"x": {"dropout": 0.1}}, {"epochs": 2}, [0], tmp_path, nb)
 
 
 def test_results_table_and_markdown(tmp_path):

@@ -7,7 +7,13 @@ from PIL import Image
 import landmarklib.cache as cache_mod
 from landmarklib.cache import BatchLoader, build_cache
 from landmarklib.data import DataError
-from landmarklib.geometry import fit_affine, to_input, to_normalized, warp_image
+from landmarklib.data import image_sizes, load_split
+from landmarklib.geometry import encode, fit_affine, warp_image
+
+
+def check_sizes(data_dir):
+    split = load_split(data_dir, "train")
+    return image_sizes([str(split.image_path(i)) for i in range(len(split.names))], workers=1)
 
 
 def _count_decodes(monkeypatch):
@@ -22,24 +28,26 @@ def _count_decodes(monkeypatch):
 
 
 def test_build_matches_direct_decode(synth_dir, tmp_path):
-    c = build_cache(synth_dir, "train", tmp_path, size=48, mode="pad", workers=1, progress=False)
+    c = build_cache(synth_dir, "train", tmp_path, crop_size=48, mode="pad", workers=1, progress=False)
     assert c.images.shape == (60, 48, 48, 3) and c.images.dtype == np.uint8
     i = 7
     with Image.open(synth_dir / "train" / "images" / c.names[i]) as im:
-        a = fit_affine(*im.size, 48, "pad")
+        size = im.size
+        a = fit_affine(*size, 48, "pad")
         np.testing.assert_array_equal(c.images[i], warp_image(im, a, 48, "pad"))
-        assert tuple(c.sizes[i]) == im.size
+    assert tuple(c.sizes[i]) == size and im.size != size    # the original size, not the JPEG draft's
+    assert (c.sizes == check_sizes(synth_dir)).all()
     np.testing.assert_allclose(c.affine[i], a)
-    np.testing.assert_allclose(c.targets()[i], to_normalized(to_input(c.landmarks[i], a), 48), atol=1e-5)
+    np.testing.assert_allclose(c.targets()[i], encode(c.landmarks[i], a, 48), atol=1e-5)
 
 
 def test_reuse_rebuild_and_resume(synth_copy, tmp_path, monkeypatch):
     calls = _count_decodes(monkeypatch)
-    first = build_cache(synth_copy, "train", tmp_path, size=32, workers=2, progress=False)
+    first = build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=2, progress=False)
     reference = np.array(first.images)
-    build_cache(synth_copy, "train", tmp_path, size=32, workers=2, progress=False)
+    build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=2, progress=False)
     assert calls == [60]                                   # unchanged inputs: nothing decoded again
-    build_cache(synth_copy, "train", tmp_path, size=40, workers=1, progress=False)
+    build_cache(synth_copy, "train", tmp_path, crop_size=40, workers=1, progress=False)
     assert calls == [60, 60]                               # another size is another cache
     # An interrupted build (rows 10.. not done) resumes with just those rows.
     path = first.path
@@ -51,14 +59,14 @@ def test_reuse_rebuild_and_resume(synth_copy, tmp_path, monkeypatch):
     images.flush()
     with pytest.raises(DataError, match="incomplete"):
         cache_mod.open_cache(path)
-    resumed = build_cache(synth_copy, "train", tmp_path, size=32, workers=1, progress=False)
+    resumed = build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=1, progress=False)
     assert calls[-1] == 50
     np.testing.assert_array_equal(resumed.images, reference)
     # A changed source image rebuilds everything.
     img = synth_copy / "train" / "images" / first.names[3]
     Image.open(img).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(img, "JPEG")
     os.utime(img, ns=(1, 1))
-    rebuilt = build_cache(synth_copy, "train", tmp_path, size=32, workers=1, progress=False)
+    rebuilt = build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=1, progress=False)
     assert calls[-1] == 60
     assert not np.array_equal(rebuilt.images[3], reference[3])
 
@@ -67,11 +75,11 @@ def test_corrupt_image_in_build_is_named(synth_copy, tmp_path):
     victim = sorted((synth_copy / "train" / "images").iterdir())[4]
     victim.write_bytes(victim.read_bytes()[:200])          # truncated JPEG
     with pytest.raises(DataError, match=victim.name):
-        build_cache(synth_copy, "train", tmp_path, size=32, workers=1, progress=False)
+        build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=1, progress=False)
 
 
 def test_loader_covers_each_index_once_and_splits_ranks(synth_dir, tmp_path):
-    c = build_cache(synth_dir, "train", tmp_path, size=32, workers=1, progress=False)
+    c = build_cache(synth_dir, "train", tmp_path, crop_size=32, workers=1, progress=False)
     t = c.targets()
     idx = np.arange(5, 55)
     loader = BatchLoader(c.images, t, idx, batch_size=8, shuffle=True, seed=3)

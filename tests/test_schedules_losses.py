@@ -5,7 +5,7 @@ import torch
 
 from landmarklib.losses import make_loss
 from landmarklib.schedules import Plateau, lr_factor
-from landmarklib.train import make_config
+from landmarklib.config import make_config
 
 
 def _lrs(**cfg):
@@ -63,7 +63,7 @@ def test_plateau_reduces_after_patience():
     for m in [5, 4, 4, 4, 3, 3, 3]:
         p.step(m)
     assert p.scale == pytest.approx(0.01)        # two stalls of 2 epochs
-    q = Plateau()
+    q = Plateau(factor=0.5, patience=3)
     q.load_state_dict(p.state_dict())
     assert q.state_dict() == p.state_dict()
 
@@ -72,19 +72,19 @@ def test_unknown_names_are_errors():
     with pytest.raises(ValueError, match="unknown schedule"):
         lr_factor(make_config({"schedule": "linear"}), 0)
     with pytest.raises(ValueError, match="unknown loss"):
-        make_loss("huber")
+        make_loss({"loss": "huber"})
 
 
 def test_losses_against_hand_computed_values():
     pred = torch.tensor([[0.0, 0.5], [0.01, -0.3]])
     target = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
     # errors: 0, 0.5, 0.01, 0.3
-    assert make_loss("mse")(pred, target).item() == pytest.approx((0.25 + 0.0001 + 0.09) / 4)
-    assert make_loss("l1")(pred, target).item() == pytest.approx(0.81 / 4)
+    assert make_loss(make_config({"loss": "mse"}))(pred, target).item() == pytest.approx((0.25 + 0.0001 + 0.09) / 4)
+    assert make_loss(make_config({"loss": "l1"}))(pred, target).item() == pytest.approx(0.81 / 4)
     beta = 0.02    # 0.01 < beta: 0.5 x^2 / beta; others: |x| - beta / 2
     expect = (0 + (0.5 - 0.01) + 0.5 * 0.0001 / 0.02 + (0.3 - 0.01)) / 4
-    assert make_loss("smoothl1", smoothl1_beta=beta)(pred, target).item() == pytest.approx(expect)
+    assert make_loss(make_config({"loss": "smoothl1", "smoothl1_beta": beta}))(pred, target).item() == pytest.approx(expect)
     w, eps = 0.04, 0.008
     c = w - w * math.log(1 + w / eps)
     expect = (0 + (0.5 - c) + w * math.log(1 + 0.01 / eps) + (0.3 - c)) / 4
-    assert make_loss("wing", wing_w=w, wing_eps=eps)(pred, target).item() == pytest.approx(expect, rel=1e-5)
+    assert make_loss(make_config({"loss": "wing", "wing_w": w, "wing_eps": eps}))(pred, target).item() == pytest.approx(expect, rel=1e-5)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from landmarklib.data import split_indices
-from landmarklib.train import fit, read_blocklist
+from landmarklib.data import read_blocklist, split_indices
+from landmarklib.train import fit
 
 TINY = {"arch": "resnet18", "crop_size": 32, "batch_size": 8, "lr": 1e-3, "device": "cpu", "workers": 1,
         "augment": "flip", "schedule": "drop", "drop_at": [2], "epochs": 3}

@@ -1,0 +1,212 @@
+"""Run configuration: the defaults, the quick profiles, validation, run names and recipe checks.
+
+Every entry point starts from DEFAULTS and applies one dict of overrides (make_config): the CLI
+flags (python -m landmarklib.train --help lists them with HELP), the notebooks' parameters cells
+(papermill -p) and fit(overrides). Nothing else holds a default of a run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .augment import MODES as AUGMENTS
+from .geometry import MODES as RESIZE_MODES
+from .losses import LOSSES
+from .models import ARCHS, MIN_INPUT
+from .schedules import SCHEDULES, default_drop_at
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+# Defaults: plain literals. Units: lr per sample-mean loss, epochs over the train split, loss
+# parameters in normalized coordinates (1 unit = half the input side).
+DEFAULTS: dict = {
+    "data_dir": "data",
+    "run_dir": "runs/train",
+    "cache_dir": None,
+    "arch": "resnet18",
+    "pretrained": False,
+    "weights_path": None,
+    "epochs": 12,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "optimizer": "adam",
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 0.0,
+    "schedule": "drop",
+    "drop_at": None,
+    "drop_factor": 0.1,
+    "warmup_epochs": 1,           # from random init, full LR at step 0 hurts
+    "t0": 4,
+    "t_mult": 1,
+    "plateau_patience": 1,
+    "loss": "smoothl1",
+    "smoothl1_beta": 0.02,
+    "wing_w": 0.04,
+    "wing_eps": 0.008,
+    "crop_size": 128,
+    "resize_mode": "crop",
+    "augment": "flip",
+    "val_fraction": 0.2,
+    "blocklist": None,
+    "seed": 0,
+    "device": "auto",
+    "amp": True,
+    "channels_last": True,
+    "workers": None,
+    "max_train_steps": None,
+}
+
+HELP: dict[str, str] = {
+    "data_dir": "contest layout folder (train/, test/)",
+    "run_dir": "where config.json, history.csv, last.pt and best.pt go; rerun to resume",
+    "cache_dir": "decode cache folder (default <data_dir>/cache; keep it on local disk, not Drive)",
+    "arch": "backbone (landmarklib/models.py)",
+    "pretrained": "start from ImageNet weights where they can be downloaded (else warn, random init)",
+    "weights_path": "a local state dict to load into the backbone",
+    "epochs": "epochs over the train split",
+    "batch_size": "global batch, split across torchrun processes",
+    "lr": "peak learning rate",
+    "optimizer": "optimizer",
+    "momentum": "sgd momentum",
+    "nesterov": "sgd Nesterov momentum",
+    "weight_decay": "weight decay (decoupled for adamw)",
+    "schedule": "LR schedule",
+    "drop_at": "epochs where the drop schedule multiplies the LR by drop_factor (default: at 2/3 of the run)",
+    "drop_factor": "LR multiplier at each drop (also reduce-on-plateau's)",
+    "warmup_epochs": "linear LR ramp from ~0 over this many epochs (any schedule but onecycle)",
+    "t0": "warm_restarts: first period in epochs",
+    "t_mult": "warm_restarts: period multiplier",
+    "plateau_patience": "plateau: epochs without improvement before a drop",
+    "loss": "regression loss on normalized coordinates",
+    "smoothl1_beta": "smoothl1: quadratic zone half-width, normalized units (0.02 = 1.28 px at 128 px)",
+    "wing_w": "wing: width of the log zone, normalized units",
+    "wing_eps": "wing: curvature of the log zone, normalized units",
+    "crop_size": "model input side in pixels",
+    "resize_mode": "crop: organizers' centre crop; pad: whole face, black borders",
+    "augment": "none, flip (with re-indexing) or full (flip, affine, colour)",
+    "val_fraction": "the last rows of landmarks.csv that validate (organizers' split: 0.2)",
+    "blocklist": "CSV with file_name (and flagged) to leave out of training; validation unchanged",
+    "seed": "seed of init, shuffling and augmentation",
+    "device": "auto, cpu, cuda, cuda:N or mps",
+    "amp": "mixed precision on GPUs: bf16 where the GPU has it, else fp16 with a GradScaler",
+    "channels_last": "channels_last memory format on GPUs",
+    "workers": "cache build processes (default: all cores)",
+    "max_train_steps": "cap on optimizer steps per epoch (smoke runs)",
+}
+
+CHOICES: dict[str, tuple] = {
+    "arch": tuple(ARCHS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES,
+    "resize_mode": RESIZE_MODES, "augment": AUGMENTS,
+}
+# Keys whose default is None but which take a number when given.
+INT_OR_NONE = ("workers", "max_train_steps")
+# Keys that may differ when resuming a run dir without changing what the run computes.
+RESUMABLE_KEYS = {"data_dir", "run_dir", "cache_dir", "device", "workers", "epochs"}
+# Keys spelled out in a run name, in this order; every other recipe key appears only when not default.
+NAME_KEYS = ("arch", "loss", "batch_size", "epochs", "crop_size", "resize_mode", "schedule", "drop_at", "lr",
+             "augment", "blocklist", "seed")
+
+# quick=True in the notebooks and QUICK=1 ./run_all.sh: a tiny budget that runs every code path.
+QUICK: dict = {"epochs": 4, "crop_size": 32, "batch_size": 8, "max_train_steps": 2}
+# The synthetic demo set the notebooks make, full and quick.
+DEMO: dict = {"n_train": 1000, "n_test": 200, "bad_fraction": 0.03, "seed": 0}
+QUICK_DEMO: dict = {"n_train": 120, "n_test": 30, "crop_size": 32}
+# The EDA's out-of-fold models, full and quick.
+EDA: dict = {"folds": 4, "epochs": 6, "crop_size": 64}
+QUICK_EDA: dict = {"folds": 2, "epochs": 1, "crop_size": 32}
+
+
+def int_list(value, name: str = "value") -> list[int]:
+    """8, [8, 10], "[8, 10]" or "8,10" (papermill -p passes lists as text) -> [8, 10]."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text.startswith("[") else [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"{name}: {text!r} is not a list of integers") from None
+    if isinstance(value, (int, float)):
+        value = [value]
+    return [int(v) for v in value]
+
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _coerce(key: str, value):
+    """A value of the default's type; text (papermill -p, env vars) is parsed, anything else refused."""
+    default = DEFAULTS[key]
+    if value is None and (default is None or key in INT_OR_NONE):
+        return None
+    if isinstance(default, bool):
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        if isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+        raise ValueError(f"{key}: {value!r} is not a boolean (true/false)")
+    want = int if (isinstance(default, int) or key in INT_OR_NONE) else float if isinstance(default, float) else str
+    if want is str:
+        return str(value)
+    try:
+        out = want(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        out = None
+    if out is None or (want is int and isinstance(value, float) and value != int(value)):
+        raise ValueError(f"{key}: {value!r} is not {'an integer' if want is int else 'a number'}")
+    return out
+
+
+def make_config(overrides: dict | None = None) -> dict:
+    """DEFAULTS with `overrides` applied, checked: unknown keys, types, choices and ranges are errors."""
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    cfg = dict(DEFAULTS)
+    for key, value in overrides.items():
+        cfg[key] = int_list(value, key) if key == "drop_at" and value is not None else _coerce(key, value)
+    if cfg["drop_at"] is None:
+        cfg["drop_at"] = default_drop_at(cfg["epochs"])
+    for key, allowed in CHOICES.items():
+        if cfg[key] not in allowed:
+            raise ValueError(f"{key}: unknown {key} {cfg[key]!r}; choose one of {', '.join(allowed)}")
+    for key in ("epochs", "batch_size", "crop_size"):
+        if cfg[key] < 1:
+            raise ValueError(f"{key}: must be at least 1, got {cfg[key]}")
+    if not 0 < cfg["val_fraction"] < 1:
+        raise ValueError(f"val_fraction: must be between 0 and 1, got {cfg['val_fraction']}")
+    if cfg["lr"] <= 0:
+        raise ValueError(f"lr: must be positive, got {cfg['lr']}")
+    if cfg["seed"] < 0:
+        raise ValueError(f"seed: must be 0 or more, got {cfg['seed']}")
+    need = MIN_INPUT.get(cfg["arch"], 32)
+    if cfg["crop_size"] < need:
+        raise ValueError(f"crop_size: {cfg['arch']} needs crop_size >= {need}, got {cfg['crop_size']}")
+    return cfg
+
+
+def notebook_config(namespace: dict, quick: bool = False) -> dict:
+    """The run config from a notebook's parameters (every DEFAULTS key found in `namespace`),
+    with the quick profile on top when quick is set."""
+    return make_config({k: v for k, v in namespace.items() if k in DEFAULTS} | (QUICK if quick else {}))
+
+
+def run_name(cfg: dict) -> str:
+    """A run's recipe in its name (MMPose style): arch, loss, batch, epochs, input, schedule, ...,
+    then every other recipe key that differs from DEFAULTS, so two recipes never share a run dir."""
+    sched = cfg["schedule"] + ("@" + "-".join(map(str, cfg["drop_at"])) if cfg["schedule"] == "drop" else "")
+    extras = [f"{k}-{cfg[k]}" for k in sorted(cfg)
+              if k in DEFAULTS and k not in NAME_KEYS and k not in RESUMABLE_KEYS and cfg[k] != DEFAULTS[k]]
+    return (f"{cfg['arch']}_{cfg['loss']}_b{cfg['batch_size']}_e{cfg['epochs']}_{cfg['crop_size']}px-"
+            f"{cfg['resize_mode']}_{sched}_lr{cfg['lr']:g}_aug-{cfg['augment']}"
+            + (f"_bl-{Path(cfg['blocklist']).stem}" if cfg["blocklist"] else "")
+            + "".join(f"_{e}" for e in extras) + f"_s{cfg['seed']}")
+
+
+def check_same_recipe(run_dir: Path, cfg: dict) -> None:
+    """Refuse to resume (or reuse) a run dir that holds another recipe."""
+    saved = json.loads((Path(run_dir) / "config.json").read_text())
+    diff = {k: (saved.get(k), cfg[k]) for k in cfg if k not in RESUMABLE_KEYS and saved.get(k) != cfg[k]}
+    if diff:
+        lines = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
+        raise ValueError(f"{run_dir} holds a run with another recipe ({lines}); use a new run dir")
