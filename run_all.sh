@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: every notebook, headless through papermill, in order; stops at the first failure.
-#   ./run_all.sh                          synthetic demo set (made on the first run), CPU-sized budget
+#   ./run_all.sh                          synthetic demo set (made in $OUT/data on the first run), CPU-sized budget
 #   DATA_DIR=/path/to/data ./run_all.sh   the contest data (train/, test/), notebook defaults (128 px, 12 epochs)
 #   QUICK=1 ./run_all.sh                  tiny budget, every code path (what the tests run)
 #   OUT_DIR=somewhere ./run_all.sh        outputs elsewhere (default runs/, ignored by git)
@@ -14,10 +14,21 @@ OUT=${OUT_DIR:-runs}/$([ "$QUICK" = "1" ] && echo quick || echo demo)
 [ -n "${DATA_DIR:-}" ] && OUT=${OUT_DIR:-runs}/$([ "$QUICK" = "1" ] && echo quick || echo full)
 DATA=${DATA_DIR:-$OUT/data}
 NB_OUT=$OUT/notebooks
+# Given data must be there: a misspelt DATA_DIR is an error, never a reason to make demo data.
+if [ -n "${DATA_DIR:-}" ]; then
+  for f in train/landmarks.csv train/images test/test_points.csv test/images; do
+    if [ ! -e "$DATA_DIR/$f" ]; then
+      echo "error: DATA_DIR=$DATA_DIR: $f not found (the contest layout is train/landmarks.csv, train/images/," \
+           "test/test_points.csv, test/images/; without DATA_DIR, ./run_all.sh runs on the synthetic demo set)" >&2
+      exit 2
+    fi
+  done
+fi
 mkdir -p "$NB_OUT"
-# Demo budget on 2 CPU cores; real data keeps the notebooks' own defaults.
+# The demo set, asked for by name, and its budget on 2 CPU cores; real data keeps the notebooks' defaults.
 DEMO=()
-[ -z "${DATA_DIR:-}" ] && DEMO=(-p arch resnet18 -p epochs 5 -p crop_size 64 -p batch_size 32)
+MAKE_DEMO=False
+[ -z "${DATA_DIR:-}" ] && DEMO=(-p arch resnet18 -p epochs 5 -p crop_size 64 -p batch_size 32) && MAKE_DEMO=True
 
 "$PY" -m jupytext --sync notebooks/*.py >/dev/null   # the .ipynb run below match the .py files
 
@@ -38,7 +49,7 @@ run() {  # run NOTEBOOK [papermill args...]
   echo "   done in $((SECONDS - start)) s"
 }
 
-run data -p run_dir "$OUT"
+run data -p run_dir "$OUT" -p demo "$MAKE_DEMO"
 run eda_bad_annotations -p run_dir "$OUT" -p out "$OUT/bad_annotations.csv"
 run train -p run_dir "$OUT/train" "${DEMO[@]}"
 run lr_drop_ablation -p run_dir "$OUT/ablation" -p blocklist "$OUT/bad_annotations.csv" "${DEMO[@]}"

@@ -4,6 +4,7 @@ A run killed mid-write (a Colab disconnect) leaves the previous file intact, nev
 """
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,3 +22,11 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_json(path: Path | str, obj) -> Path:
+    """JSON, indented, written atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    return path

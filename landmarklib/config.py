@@ -13,6 +13,7 @@ from .augment import MODES as AUGMENTS
 from .geometry import MODES as RESIZE_MODES
 from .losses import LOSSES
 from .models import ARCHS, MIN_INPUT
+from .runtime import AMP_MODES
 from .schedules import SCHEDULES, default_drop_at
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -21,7 +22,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 # parameters in normalized coordinates (1 unit = half the input side).
 DEFAULTS: dict = {
     "data_dir": "data",
-    "run_dir": "runs/train",
+    "run_dir": None,
     "cache_dir": None,
     "arch": "resnet18",
     "pretrained": False,
@@ -51,7 +52,7 @@ DEFAULTS: dict = {
     "blocklist": None,
     "seed": 0,
     "device": "auto",
-    "amp": True,
+    "amp": "auto",
     "channels_last": True,
     "workers": None,
     "max_train_steps": None,
@@ -59,7 +60,7 @@ DEFAULTS: dict = {
 
 HELP: dict[str, str] = {
     "data_dir": "contest layout folder (train/, test/)",
-    "run_dir": "where config.json, history.csv, last.pt and best.pt go; rerun to resume",
+    "run_dir": "where config.json, history.csv, last.pt and best.pt go (default runs/<run name>); rerun to resume",
     "cache_dir": "decode cache folder (default <data_dir>/cache; keep it on local disk, not Drive)",
     "arch": "backbone (landmarklib/models.py)",
     "pretrained": "start from ImageNet weights where they can be downloaded (else warn, random init)",
@@ -89,7 +90,8 @@ HELP: dict[str, str] = {
     "blocklist": "CSV with file_name (and flagged) to leave out of training; validation unchanged",
     "seed": "seed of init, shuffling and augmentation",
     "device": "auto, cpu, cuda, cuda:N or mps",
-    "amp": "mixed precision on GPUs: bf16 where the GPU has it, else fp16 with a GradScaler",
+    "amp": "mixed precision on GPUs. auto: bf16 where the GPU has it in hardware (compute capability 8.0+, "
+           "e.g. A100, H100), else fp16 with a GradScaler (T4, V100); off: fp32",
     "channels_last": "channels_last memory format on GPUs",
     "workers": "cache build processes (default: all cores)",
     "max_train_steps": "cap on optimizer steps per epoch (smoke runs)",
@@ -97,7 +99,7 @@ HELP: dict[str, str] = {
 
 CHOICES: dict[str, tuple] = {
     "arch": tuple(ARCHS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES,
-    "resize_mode": RESIZE_MODES, "augment": AUGMENTS,
+    "resize_mode": RESIZE_MODES, "augment": AUGMENTS, "amp": AMP_MODES,
 }
 # Keys whose default is None but which take a number when given.
 INT_OR_NONE = ("workers", "max_train_steps")
@@ -133,18 +135,23 @@ def int_list(value, name: str = "value") -> list[int]:
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
-def _coerce(key: str, value):
-    """A value of the default's type; text (papermill -p, env vars) is parsed, anything else refused."""
-    default = DEFAULTS[key]
-    if value is None and (default is None or key in INT_OR_NONE):
+def parse_bool(value, name: str = "value") -> bool:
+    """True/False, 1/0, or their usual spellings as text (papermill -p passes 'false', which is truthy)."""
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{name}: {value!r} is not a boolean (true/false)")
+
+
+def coerce(key: str, value, default, int_or_none: bool = False):
+    """`value` in the type of `default`; text (papermill -p, env vars) is parsed, a wrong type is an
+    error naming `key`. None stays None where the default is None or int_or_none is set."""
+    if value is None and (default is None or int_or_none):
         return None
     if isinstance(default, bool):
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        if isinstance(value, bool) or value in (0, 1):
-            return bool(value)
-        raise ValueError(f"{key}: {value!r} is not a boolean (true/false)")
-    want = int if (isinstance(default, int) or key in INT_OR_NONE) else float if isinstance(default, float) else str
+        return parse_bool(value, key)
+    want = int if (isinstance(default, int) or int_or_none) else float if isinstance(default, float) else str
     if want is str:
         return str(value)
     try:
@@ -164,7 +171,10 @@ def make_config(overrides: dict | None = None) -> dict:
         raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     cfg = dict(DEFAULTS)
     for key, value in overrides.items():
-        cfg[key] = int_list(value, key) if key == "drop_at" and value is not None else _coerce(key, value)
+        if key == "amp" and (isinstance(value, bool) or str(value).lower() in _TRUE | _FALSE):
+            value = "auto" if parse_bool(value, key) else "off"     # amp=True/False of older configs
+        cfg[key] = (int_list(value, key) if key == "drop_at" and value is not None
+                    else coerce(key, value, DEFAULTS[key], key in INT_OR_NONE))
     if cfg["drop_at"] is None:
         cfg["drop_at"] = default_drop_at(cfg["epochs"])
     for key, allowed in CHOICES.items():
@@ -210,3 +220,16 @@ def check_same_recipe(run_dir: Path, cfg: dict) -> None:
     if diff:
         lines = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
         raise ValueError(f"{run_dir} holds a run with another recipe ({lines}); use a new run dir")
+
+
+def check_same_data(run_dir: Path, data_id: dict) -> None:
+    """Refuse to resume a run on another data set (data_dir may move; the data may not change)."""
+    saved = json.loads((Path(run_dir) / "config.json").read_text()).get("data")
+    if saved is not None and saved != data_id:
+        raise ValueError(f"{run_dir} was trained on other data ({saved} there vs {data_id} now); "
+                         f"point data_dir at the data it was trained on, or use a new run dir")
+
+
+def resolve_run_dir(cfg: dict, root: Path | str = "runs") -> dict:
+    """cfg with run_dir set: as given, else <root>/<run name>, so another recipe gets another run dir."""
+    return cfg if cfg["run_dir"] else cfg | {"run_dir": str(Path(root) / run_name(cfg))}

@@ -295,13 +295,19 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+UNPACKED_MARKER = ".unpacked"   # written last by unpack_contest: its presence means the unpack finished
+
+
 def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path | str | None = None,
                    scratch: Path | str | None = None) -> Path:
     """Unpack the contest zip into data_dir (train/, test/), once.
 
     The zip is first copied whole to local scratch (reading many small files from Google
-    Drive is very slow, one large file is fast). The 2020 archive shipped test_points.csv
-    separately: pass it, or leave it next to the zip, and it is put into data_dir/test/.
+    Drive is very slow, one large file is fast), then unpacked and the copy removed. A marker
+    file written last says the unpack finished: an interrupted one is resumed (files already
+    there with the right size are kept). Members that would land outside data_dir (absolute
+    paths, '..') are refused. The 2020 archive shipped test_points.csv separately: pass it,
+    or leave it next to the zip, and it is put into data_dir/test/.
     """
     import shutil
     import tempfile
@@ -309,32 +315,75 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
     zip_path, data_dir = Path(zip_path), Path(data_dir)
     if not zip_path.is_file():
         raise DataError(f"{zip_path}: contest zip not found")
-    if not (data_dir / "train" / "landmarks.csv").is_file():
-        scratch = Path(scratch or tempfile.gettempdir())
-        local = scratch / zip_path.name
+    if not (data_dir / UNPACKED_MARKER).is_file():
+        local = Path(scratch or tempfile.gettempdir()) / zip_path.name
         if not local.is_file() or local.stat().st_size != zip_path.stat().st_size:
+            local.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(local) as tmp:
                 shutil.copyfile(zip_path, tmp)
-        with zipfile.ZipFile(local) as zf:
-            names = zf.namelist()
-            csv = next((n for n in names if n.endswith("train/landmarks.csv")), None)
-            if csv is None:
-                raise DataError(f"{zip_path}: no train/landmarks.csv inside the zip")
-            prefix = csv[: -len("train/landmarks.csv")]
-            for n in tqdm([n for n in names if n.startswith(prefix) and not n.endswith("/")], desc="unzip",
-                          unit="file"):
-                target = data_dir / n[len(prefix):]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(n) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+        try:
+            with zipfile.ZipFile(local) as zf:
+                _extract(zf, zip_path, data_dir)
+        except (zipfile.BadZipFile, EOFError) as e:
+            raise DataError(f"{zip_path}: not a readable zip file ({e}); download it again") from None
+        if local.resolve() != zip_path.resolve():
+            local.unlink()
     dest = data_dir / "test" / "test_points.csv"
     if not dest.is_file():
         source = Path(test_points) if test_points else zip_path.parent / "test_points.csv"
         if not source.is_file():
             raise DataError(f"{dest}: missing, and no test_points.csv given or found next to {zip_path}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, dest)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(source, tmp)
     return data_dir
+
+
+def _extract(zf, zip_path: Path, data_dir: Path) -> None:
+    import shutil
+    names = zf.namelist()
+    csv = next((n for n in names if n.endswith("train/landmarks.csv")), None)
+    if csv is None:
+        raise DataError(f"{zip_path}: no train/landmarks.csv inside the zip")
+    prefix = csv[: -len("train/landmarks.csv")]
+    members = [i for i in zf.infolist() if i.filename.startswith(prefix) and not i.is_dir()]
+    root = data_dir.resolve()
+    for info in members:   # every target checked before anything is written
+        target = (data_dir / info.filename[len(prefix):]).resolve()
+        if info.filename.startswith("/") or ".." in Path(info.filename).parts or root not in target.parents:
+            raise DataError(f"{zip_path}: member {info.filename!r} would be written outside {data_dir}; "
+                            f"refusing to unpack this zip")
+    for info in tqdm(members, desc="unzip", unit="file"):
+        target = data_dir / info.filename[len(prefix):]
+        if target.is_file() and target.stat().st_size == info.file_size:
+            continue   # from an interrupted unpack
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    (data_dir / UNPACKED_MARKER).write_text(f"{zip_path.name}\n")
+
+
+def has_layout(data_dir: Path | str) -> bool:
+    d = Path(data_dir)
+    return (d / "train" / "landmarks.csv").is_file() and (d / "test" / "test_points.csv").is_file()
+
+
+def fingerprint(data_dir: Path | str) -> dict:
+    """A cheap identity of a data set that survives re-unpacking (no mtimes): the size and the first
+    and last 64 KiB of train/landmarks.csv, and the number of training images."""
+    import hashlib
+    csv = Path(data_dir) / "train" / "landmarks.csv"
+    if not csv.is_file():
+        raise DataError(f"{csv}: not found (data_dir {data_dir} holds no contest layout)")
+    h = hashlib.sha1()
+    size = csv.stat().st_size
+    with open(csv, "rb") as f:
+        h.update(f.read(1 << 16))
+        f.seek(max(0, size - (1 << 16)))
+        h.update(f.read())
+    return {"landmarks_csv": f"{size}:{h.hexdigest()[:16]}",
+            "train_images": len(os.listdir(Path(data_dir) / "train" / "images")),
+            "synthetic": (Path(data_dir) / "SYNTHETIC.json").is_file()}
 
 
 def main(argv: list[str] | None = None) -> int:

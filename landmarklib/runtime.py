@@ -15,13 +15,61 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """bf16 on GPUs that have it in hardware (compute capability 8.0 and up), fp16 (with a
-    GradScaler) below that; None (fp32) on CPU/MPS or when disabled. torch.cuda.is_bf16_supported()
-    is not the test: it says True on a T4, which only emulates bf16, slowly."""
-    if not enabled or device.type != "cuda":
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+def autocast_dtype(device: torch.device, amp: str | bool = "auto") -> torch.dtype | None:
+    """The autocast type for `amp` (AMP_MODES) on `device`; None means fp32 (CPU and MPS always).
+
+    auto: bf16 on GPUs that have it in hardware (compute capability 8.0 and up), fp16 (with a
+    GradScaler) below that. torch.cuda.is_bf16_supported() is not the test: it says True on a
+    T4, which only emulates bf16, slowly. True/False (older configs) mean auto/off."""
+    amp = {True: "auto", False: "off"}.get(amp, amp)
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp: unknown mode {amp!r}; choose one of {', '.join(AMP_MODES)}")
+    if amp == "off" or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def device_report(device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool) -> dict:
+    """What a run executes on, for the log and the run dir: device, memory, capability, precision,
+    memory format, library versions and CPU count."""
+    import os
+    import platform
+
+    import torchvision
+    report = {"device": str(device), "name": platform.processor() or platform.machine(), "memory_gb": None,
+              "compute_capability": None,
+              "precision": {None: "fp32", torch.bfloat16: "bf16 autocast",
+                            torch.float16: "fp16 autocast + GradScaler"}[amp_dtype],
+              "memory_format": "channels_last" if channels_last and device.type == "cuda" else "contiguous",
+              "torch": torch.__version__, "torchvision": torchvision.__version__, "cuda": torch.version.cuda,
+              "cpus": os.cpu_count(), "python": platform.python_version()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        report |= {"name": props.name, "memory_gb": round(props.total_memory / 2**30, 1),
+                   "compute_capability": f"{props.major}.{props.minor}"}
+    return report
+
+
+def format_device_report(r: dict) -> str:
+    mem = f", {r['memory_gb']} GB" if r["memory_gb"] else ""
+    cc = f", compute capability {r['compute_capability']}" if r["compute_capability"] else ""
+    return (f"device {r['device']} ({r['name']}{mem}{cc}); {r['precision']}, {r['memory_format']}; "
+            f"torch {r['torch']}, torchvision {r['torchvision']}, CUDA {r['cuda'] or 'none'}; {r['cpus']} CPUs; "
+            f"Python {r['python']}")
+
+
+def warn_if_colab_without_gpu(device: torch.device) -> None:
+    """In a Colab session on a CPU runtime, say so loudly: training there takes hours, not minutes."""
+    import sys
+    if "google.colab" in sys.modules and device.type != "cuda":
+        print("=" * 78 + "\nNO GPU: this Colab runtime has no GPU, so training runs on the CPU (very slow).\n"
+              "Runtime -> Change runtime type -> Hardware accelerator: GPU (T4), then run all cells again.\n"
+              + "=" * 78, file=sys.stderr)
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device, channels_last: bool = True) -> torch.nn.Module:

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
-from .data import LANDMARK_COLUMNS, N_QUERY, split_indices
+from .data import LANDMARK_COLUMNS, N_QUERY, DataError, split_indices
 from .layout import GROUPS, N_POINTS, face_template, flip_points
 
 SUPERSAMPLE = 2
@@ -171,8 +171,16 @@ def _write_landmarks(path: Path, names: list[str], points: np.ndarray) -> None:
 
 def make_dataset(out_dir: Path | str, n_train: int = 1000, n_test: int = 200, seed: int = 0,
                  bad_fraction: float = 0.0, workers: int | None = None) -> Path:
-    """Write the synthetic set; deterministic for a seed (file names included)."""
+    """Write the synthetic set; deterministic for a seed (file names included). Only into a
+    missing or empty folder: synthetic files never mix with anything else (a contest folder)."""
     out = Path(out_dir)
+    marker = out / "SYNTHETIC.json"   # first in, so a killed run's half-made set can be made again
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not marker.is_file())):
+        raise DataError(f"{out}: not empty; the synthetic set is only written into a new or empty folder "
+                        f"(it would mix with or replace what is there)")
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(marker) as tmp:
+        tmp.write_text(json.dumps({"n_train": n_train, "n_test": n_test, "seed": seed, "bad_fraction": bad_fraction}))
     workers = workers or os.cpu_count() or 1
     results = {}
     for split, n in (("train", n_train), ("test", n_test)):
@@ -225,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if not 0 <= a.bad_fraction < 1:
         p.error("--bad-fraction must be in [0, 1)")
-    make_dataset(a.out_dir, a.n_train, a.n_test, a.seed, a.bad_fraction, a.workers)
+    try:
+        make_dataset(a.out_dir, a.n_train, a.n_test, a.seed, a.bad_fraction, a.workers)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {a.n_train} train + {a.n_test} test images to {a.out_dir}")
     return 0
 

@@ -24,18 +24,19 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_json
 from .augment import augment
 from .cache import BatchLoader, Cache, build_cache, cache_root
-from .config import (CHOICES, DEFAULTS, HELP, INT_OR_NONE, OPTIMIZERS, check_same_recipe, make_config,
-                     run_name)
-from .data import DataError, read_blocklist, split_indices
+from .config import (CHOICES, DEFAULTS, HELP, INT_OR_NONE, OPTIMIZERS, check_same_data, check_same_recipe,
+                     make_config, resolve_run_dir, run_name)
+from .data import DataError, fingerprint, read_blocklist, split_indices
 from .geometry import decode
 from .losses import make_loss
 from .metric import mse_per_image, query_indices, select_points
 from .models import create_model
 from .predict import predict_normalized
-from .runtime import autocast_dtype, prepare_model, resolve_device
+from .runtime import (autocast_dtype, device_report, format_device_report, prepare_model, resolve_device,
+                      warn_if_colab_without_gpu)
 from .schedules import Plateau, lr_factor
 
 HISTORY_FIELDS = ["epoch", "lr", "train_loss", "val_mse_px", "val_mse30_px", "seconds", "images_per_s",
@@ -201,8 +202,9 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
                      "scaler": scaler.state_dict() if scaler is not None else {}, "plateau": plateau.state_dict(),
                      "rng": {"torch": torch.get_rng_state(), "augment": [s.cpu() for s in augment_states]},
                      "epoch": epoch + 1, "best": min(best, stats["val_mse_px"]), "history": history, "config": cfg}
-            if stats["val_mse_px"] < best:
-                _atomic_torch_save(state, run_dir / "best.pt")
+            if stats["val_mse_px"] < best:   # lean: what predict needs; the optimizer lives in last.pt only
+                _atomic_torch_save({k: state[k] for k in ("model", "epoch", "best", "history", "config")},
+                                   run_dir / "best.pt")
             _atomic_torch_save(state, run_dir / "last.pt")
             _write_history(run_dir / "history.csv", history)
         best = min(best, stats["val_mse_px"])
@@ -211,13 +213,15 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
 
 def fit(overrides: dict | None = None, progress: bool = True) -> list[dict]:
     """Train (or resume, or return at once if finished) the run in cfg['run_dir']; return its history."""
-    cfg = make_config(overrides)
+    cfg = resolve_run_dir(make_config(overrides))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     run_dir = Path(cfg["run_dir"])
     ckpt = None
+    data_id = fingerprint(cfg["data_dir"])
     if (run_dir / "last.pt").is_file():
         check_same_recipe(run_dir, cfg)
+        check_same_data(run_dir, data_id)
         ckpt = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
         if ckpt["epoch"] >= cfg["epochs"]:
             if progress and rank == 0:
@@ -230,6 +234,13 @@ def fit(overrides: dict | None = None, progress: bool = True) -> list[dict]:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     progress = progress and rank == 0
+    amp_dtype = autocast_dtype(device, cfg["amp"])
+    report = device_report(device, amp_dtype, cfg["channels_last"])
+    if progress:
+        print(format_device_report(report))
+        warn_if_colab_without_gpu(device)
+        if data_id["synthetic"]:
+            print(f"data: {cfg['data_dir']} is the SYNTHETIC demo set, not the contest data")
     try:
         # Rank 0 builds the cache first; the others then find it built.
         if rank == 0:
@@ -250,10 +261,12 @@ def fit(overrides: dict | None = None, progress: bool = True) -> list[dict]:
                       f"out (validation unchanged, so runs with and without compare on the same images)")
         if len(train_idx) < cfg["batch_size"]:
             raise ValueError(f"{len(train_idx)} training images is fewer than one batch of {cfg['batch_size']}")
-        if rank == 0 and ckpt is None:
+        if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(run_dir / "config.json") as tmp:
-                tmp.write_text(json.dumps(cfg | {"name": run_name(cfg)}, indent=1) + "\n")
+            if ckpt is None:
+                write_json(run_dir / "config.json", cfg | {"name": run_name(cfg), "data": data_id})
+            starts = json.loads((run_dir / "device.json").read_text()) if (run_dir / "device.json").is_file() else []
+            write_json(run_dir / "device.json", starts + [report | {"epoch": ckpt["epoch"] if ckpt else 0}])
         _, history = train_model(cfg, cache, train_idx, val_idx, device=device, run_dir=run_dir, resume=ckpt,
                                  rank=rank, world=world, progress=progress)
         return history

@@ -20,10 +20,12 @@
 # %% [markdown]
 # # Data: the contest archive (or the synthetic demo set), checked and cached
 #
-# With `zip_path` set (in Colab: the contest zip on your Drive), the zip is copied to local disk and
-# unpacked into `data_dir`; the 2020 `test_points.csv` that came separately is picked up from
-# `test_points_path` or from next to the zip. Without it, the synthetic demo set (same layout, same
-# point semantics, with test ground truth and planted bad annotations) is made instead.
+# With `zip_path` set (in Colab: the contest zip on your Drive, which is mounted for it), the zip is
+# copied to local disk, unpacked into `data_dir` and the local copy removed; the 2020
+# `test_points.csv` that came separately is picked up from `test_points_path` or from next to the zip.
+# `demo = True` makes the synthetic demo set instead (same layout, same point semantics, with test
+# ground truth and planted bad annotations), only into a new or empty folder; by default (`None`) it
+# is made only for the default `data_dir` on a fresh clone, and any other missing folder is an error.
 
 # %% [markdown]
 # **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib and installs it
@@ -52,32 +54,30 @@ data_dir = "data"
 run_dir = "runs"              # where figures go
 zip_path = None               # e.g. "/content/drive/MyDrive/landmarks/contest.zip"
 test_points_path = None
-mount_drive = True            # only acts in an interactive Colab session
+demo = None                   # True: the synthetic demo set (landmarklib.config.DEMO); None: see above
 cache_dir = None              # default <data_dir>/cache; keep it on local disk, never on Drive
 crop_size = 128
 resize_mode = "crop"
-n_train, n_test, bad_fraction, seed = 1000, 200, 0.03, 0   # the demo set (landmarklib.config.DEMO)
 quick = False
+
+# %%
+from landmarklib.notebook import check_parameters
+
+globals().update(check_parameters("data", globals()))   # every -p: a known name, the right type
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
-from landmarklib import data, synth
+from landmarklib import data
 from landmarklib.cache import build_cache, cache_root
 from landmarklib.config import QUICK_DEMO
+from landmarklib.notebook import prepare_data
 from landmarklib.plots import landmark_grid, save
 
 if quick:
-    n_train, n_test, crop_size = (QUICK_DEMO[k] for k in ("n_train", "n_test", "crop_size"))
-if zip_path and mount_drive and "google.colab" in sys.modules:
-    from google.colab import drive
-    drive.mount("/content/drive")
-if zip_path:
-    data.unpack_contest(zip_path, data_dir, test_points_path)
-elif not (Path(data_dir) / "train" / "landmarks.csv").is_file():
-    synth.make_dataset(data_dir, n_train, n_test, seed, bad_fraction)
-    print(f"no contest data given: made the synthetic demo set in {data_dir}")
+    crop_size = QUICK_DEMO["crop_size"]
+prepare_data(data_dir, zip_path, test_points_path, demo, quick)
 
 # %%
 report = data.check(data_dir)

@@ -52,9 +52,16 @@ run_dir = "runs"
 out = "runs/bad_annotations.csv"
 use_model = True              # False: the fast shape-only stage
 k = 12.0                      # flag when a robust z-score exceeds k
-folds, epochs, crop_size = 4, 6, 64   # the out-of-fold models (landmarklib.config.EDA)
+folds = 4                     # the out-of-fold models (landmarklib.config.EDA)
+epochs = 6
+crop_size = 64
 device = "auto"
 quick = False
+
+# %%
+from landmarklib.notebook import check_parameters
+
+globals().update(check_parameters("eda_bad_annotations", globals()))   # every -p: a known name, the right type
 
 # %%
 import matplotlib.pyplot as plt

@@ -51,7 +51,7 @@ elif Path.cwd().name == "notebooks":
 
 # %% tags=["parameters"]
 data_dir = "data"
-run_dir = "runs/ablation"     # every run of the grid goes under here
+run_dir = None                # every run of the grid goes under here; None: runs/ablation (Drive in Colab)
 grid_name = "lr_drop"
 seeds = [0, 1]
 arch = "resnet18"
@@ -63,9 +63,15 @@ crop_size = 64
 augment = "flip"
 blocklist = None              # the blocklist grid needs bad_annotations.csv from eda_bad_annotations.ipynb
 device = "auto"
+mount_drive = True            # interactive Colab: runs on Drive
 loss_follow_up = True         # lr_drop grid: then MSE vs SmoothL1 at the best schedule
 # blocklist (above), when given: then with vs without the flagged rows at the best configuration
 quick = False
+
+# %%
+from landmarklib.notebook import check_parameters
+
+globals().update(check_parameters("lr_drop_ablation", globals()))   # every -p: a known name, the right type
 
 # %%
 import importlib.util
@@ -79,6 +85,7 @@ from IPython.display import Markdown, display
 
 from landmarklib import ablation
 from landmarklib.config import QUICK, int_list
+from landmarklib.notebook import runs_root
 from landmarklib.plots import plot_ablation, save
 from landmarklib.schedules import default_drop_at
 
@@ -88,16 +95,16 @@ if quick:
 base = dict(data_dir=str(Path(data_dir).resolve()), arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
             loss=loss, crop_size=crop_size, augment=augment, device=device, schedule="drop",
             drop_at=default_drop_at(epochs))
-runs_root = Path(run_dir).resolve()
+ablation_root = Path(run_dir or runs_root(mount_drive) / "ablation").resolve()
 notebook = Path("notebooks/train.ipynb").resolve()
 configs = ablation.grid(grid_name, epochs, str(Path(blocklist).resolve()) if blocklist else None)
-runs = ablation.run_grid(configs, base, seeds, runs_root, notebook, quick)
+runs = ablation.run_grid(configs, base, seeds, ablation_root, notebook, quick)
 table = ablation.results_table(runs, grid_name)
 
 # %%
 fig = plot_ablation(ablation.histories(runs), ablation.drop_epochs(configs, base),
                     f"{grid_name}: {arch}, {crop_size} px, {epochs} epochs, seeds {seeds}")
-save(fig, runs_root / f"ablation_{grid_name}.png")
+save(fig, ablation_root / f"ablation_{grid_name}.png")
 plt.show()
 
 # %% [markdown]
@@ -109,14 +116,14 @@ best = ablation.best_configuration(table)
 follow_ups = ablation.follow_ups(grid_name, configs, best, loss, loss_follow_up,
                                  str(Path(blocklist).resolve()) if blocklist else None)
 for knob, knob_configs in follow_ups.items():
-    knob_runs = ablation.run_grid(knob_configs, base, seeds, runs_root, notebook, quick)
+    knob_runs = ablation.run_grid(knob_configs, base, seeds, ablation_root, notebook, quick)
     fig = plot_ablation(ablation.histories(knob_runs), ablation.drop_epochs(knob_configs, base),
                         f"{knob} at the best {grid_name} configuration ({best})")
-    save(fig, runs_root / f"ablation_{knob}.png")
+    save(fig, ablation_root / f"ablation_{knob}.png")
     plt.show()
     table = pd.concat([table, ablation.results_table(knob_runs, knob)], ignore_index=True)
 
 # %%
-csv_path, md_path = ablation.write_results(table, runs_root)
+csv_path, md_path = ablation.write_results(table, ablation_root)
 print(f"wrote {csv_path} and {md_path}")
 display(Markdown(md_path.read_text()))

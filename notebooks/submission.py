@@ -47,23 +47,33 @@ elif Path.cwd().name == "notebooks":
 
 # %% tags=["parameters"]
 data_dir = "data"
-run_dir = "runs/train"        # one run dir, or a list of them for an ensemble
+run_dir = None                # one run dir, or a list of them for an ensemble; None: the latest run
 checkpoint = "best.pt"
 tta = "flip"
 out = "runs/submission.csv"
 device = "auto"
+mount_drive = True            # interactive Colab: runs are on Drive
 quick = False
+
+# %%
+from landmarklib.notebook import check_parameters
+
+globals().update(check_parameters("submission", globals()))   # every -p: a known name, the right type
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 
 from landmarklib.data import load_split
+from landmarklib.notebook import latest_run, runs_root
 from landmarklib.plots import landmark_grid, save
 from landmarklib.predict import predict_split
 from landmarklib.score import score_submission
 from landmarklib.submission import read_submission, write_submission
 
+if run_dir is None:
+    run_dir = str(latest_run(runs_root(mount_drive)))
+    print(f"latest run: {run_dir}")
 run_dirs = [run_dir] if isinstance(run_dir, str) else list(run_dir)
 test = load_split(data_dir, "test")
 pred = predict_split([Path(r) / checkpoint for r in run_dirs], data_dir, "test", tta, device)

@@ -20,9 +20,12 @@
 # %% [markdown]
 # # Train one model
 #
-# The same `landmarklib.train.fit` as `python -m landmarklib.train`. Rerunning with the same
-# `run_dir` resumes from `last.pt` (a Colab disconnect costs at most one epoch); a finished run is
-# not trained again. Validation MSE is in original-image pixels, the leaderboard's unit.
+# The same `landmarklib.train.fit` as `python -m landmarklib.train`. The run goes to `run_dir`, by
+# default `runs/<run name>` (the name spells the recipe), and in an interactive Colab session to
+# `MyDrive/landmarklib/runs/<run name>` on Google Drive, which outlives the runtime. Rerunning the
+# notebook from the top after a disconnect unpacks the data again from `zip_path` if it is gone,
+# rebuilds the cache and resumes from `last.pt` on Drive: a disconnect costs at most one epoch. A
+# finished run is not trained again. Validation MSE is in original-image pixels, the leaderboard's unit.
 
 # %% [markdown]
 # **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib and installs it
@@ -50,7 +53,7 @@ elif Path.cwd().name == "notebooks":
 # Every key of landmarklib.config.DEFAULTS, with its default (a test keeps them equal); papermill -p
 # overrides any of them. `python -m landmarklib.train --help` says what each one does.
 data_dir = "data"
-run_dir = "runs/train"
+run_dir = None                # None: runs/<run name> (on Drive in an interactive Colab session)
 cache_dir = None              # default <data_dir>/cache; keep it on local disk, never on Drive
 arch = "resnet18"
 pretrained = False
@@ -80,30 +83,39 @@ val_fraction = 0.2
 blocklist = None
 seed = 0
 device = "auto"
-amp = True
+amp = "auto"                  # auto | bf16 | fp16 | off
 channels_last = True
 workers = None
 max_train_steps = None
+# Not run settings: where the data comes from, and the quick profile.
+zip_path = None               # the contest zip (e.g. on Drive): unpacked into data_dir when data_dir is gone
+test_points_path = None       # the 2020 test_points.csv that came beside the zip
+demo = None                   # None: the demo set only for the default data_dir on a fresh clone; True / False
+mount_drive = True            # interactive Colab: runs on Drive
 quick = False                 # True: a tiny budget that runs every code path (what the tests run)
+
+# %%
+from landmarklib.notebook import check_parameters
+
+globals().update(check_parameters("train", globals()))   # every -p: a known name, the right type
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from landmarklib import synth
-from landmarklib.config import DEMO, QUICK_DEMO, notebook_config
+from landmarklib.config import notebook_config, resolve_run_dir
 from landmarklib.data import load_split, split_indices
 from landmarklib.metric import mse_per_image
+from landmarklib.notebook import prepare_data, runs_root
 from landmarklib.plots import error_by_part, landmark_grid, plot_error_by_part, plot_history, save
 from landmarklib.predict import predict_split
 from landmarklib.train import fit
 
-config = notebook_config(globals(), quick)
-if not (Path(data_dir) / "train" / "landmarks.csv").is_file():
-    demo = DEMO | ({k: QUICK_DEMO[k] for k in ("n_train", "n_test")} if quick else {})
-    synth.make_dataset(data_dir, **demo)
-    print(f"{data_dir} had no data: made the synthetic demo set there (run data.ipynb for the contest data)")
+config = resolve_run_dir(notebook_config(globals(), quick), runs_root(mount_drive))
+prepare_data(data_dir, zip_path, test_points_path, demo, quick)
+run_dir = config["run_dir"]
+print(f"run dir: {run_dir}")
 history = pd.DataFrame(fit(config))
 history
 

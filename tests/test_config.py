@@ -65,7 +65,9 @@ def test_train_notebook_parameters_are_the_config_defaults():
     namespace: dict = {}
     exec(params.source, namespace)
     assert {k: namespace[k] for k in DEFAULTS} == DEFAULTS
-    assert set(namespace) - {"__builtins__"} == set(DEFAULTS) | {"quick"}
+    # Beside the run settings: where the data comes from, Drive, and the quick profile.
+    assert set(namespace) - {"__builtins__"} == set(DEFAULTS) | {"quick", "zip_path", "test_points_path", "demo",
+                                                                 "mount_drive"}
 
 
 def test_the_five_setup_cells_are_identical():

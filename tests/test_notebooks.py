@@ -62,8 +62,10 @@ def test_run_all_quick_produces_everything(tmp_path):
 
 def test_run_all_names_the_failing_notebook_and_cell(tmp_path):
     data = tmp_path / "data"
-    (data / "train").mkdir(parents=True)
+    for d in ("train/images", "test/images"):
+        (data / d).mkdir(parents=True)
     (data / "train" / "landmarks.csv").write_text("file_name\tPoint_0_X\n")
+    (data / "test" / "test_points.csv").write_text("file_name\tpoint_index_list\n")
     out = subprocess.run(["bash", str(ROOT / "run_all.sh")], cwd=ROOT,
                          env=_env() | {"QUICK": "1", "OUT_DIR": str(tmp_path / "out"), "DATA_DIR": str(data)},
                          capture_output=True, text=True, timeout=300)
@@ -75,7 +77,7 @@ def test_run_all_names_the_failing_notebook_and_cell(tmp_path):
 def test_train_notebook_takes_papermill_parameters(tmp_path):
     nb_out = tmp_path / "out.ipynb"
     out = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "train.ipynb"), str(nb_out),
-                          "-k", "python3", "-p", "arch", "resnext50", "-p", "quick", "True",
+                          "-k", "python3", "-p", "arch", "resnext50", "-p", "quick", "True", "-p", "demo", "True",
                           "-p", "data_dir", str(tmp_path / "data"), "-p", "run_dir", str(tmp_path / "run")],
                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
