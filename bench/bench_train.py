@@ -6,7 +6,9 @@ channels_last on a GPU) vs a loop like the organizers' hack_train.py (per-image 
 DataLoader, fp32, predictions moved to the CPU for the loss). On a GPU it adds our loop
 in fp32 without channels_last, and the fraction of step time spent waiting for data.
 
-    python bench/bench_train.py --archs resnet18 resnext50 --crop-size 128 --steps 20
+    python bench/bench_train.py --archs resnet18 resnext50 --crop-size 128 --steps 20 [--compile]
+
+--compile adds the same loop under torch.compile, measured after a warm-up epoch that compiles.
 
 recipe: our training recipe vs the organizers' under the same budget, each predicted and
 scored on the synthetic test set (the training-engine issue's acceptance figure).
@@ -45,12 +47,12 @@ from landmarklib.synth import make_dataset  # noqa: E402
 from landmarklib.train import fit, train_model  # noqa: E402
 
 
-def ours_throughput(cache, arch, device, batch, steps, amp, channels_last):
+def ours_throughput(cache, arch, device, batch, steps, amp, channels_last, compile=False):
     """Images/s of the training core's second epoch of `steps` steps (the first warms up: cudnn
-    autotune, the allocator)."""
+    autotune, the allocator, and torch.compile's first graphs)."""
     cfg = make_config({"arch": arch, "batch_size": batch, "crop_size": cache.crop_size, "augment": "flip",
                        "max_train_steps": steps, "amp": amp, "channels_last": channels_last,
-                       "schedule": "constant", "epochs": 2, "lr": 1e-4})
+                       "schedule": "constant", "epochs": 2, "lr": 1e-4, "compile": compile})
     _, history = train_model(cfg, cache, np.arange(len(cache)), device=device, progress=False)
     return history[-1]
 
@@ -80,16 +82,23 @@ def throughput(a, tmp: Path) -> None:
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else os.cpu_count()} cores), "
           f"torch {torch.__version__}, {a.crop_size} px, batch {a.batch}, {a.steps} timed steps, "
           f"baseline DataLoader workers {workers}")
+    cuda = device.type == "cuda"
     print(f"{'arch':<12} {'ours img/s':>11} {'data wait':>9} {'baseline img/s':>15} {'ratio':>6}"
-          + (f" {'ours fp32 img/s':>16} {'AMP+CL gain':>11}" if device.type == "cuda" else ""))
+          + (f" {'ours fp32 img/s':>16} {'AMP+CL gain':>11} {'fp16+scaler img/s':>18}" if cuda else "")
+          + (f" {'compiled img/s':>15} {'compile gain':>12}" if a.compile else ""))
     for arch in a.archs:
-        ours = ours_throughput(cache, arch, device, a.batch, a.steps, True, True)
+        ours = ours_throughput(cache, arch, device, a.batch, a.steps, "auto", True)
         base = baseline_throughput(split, arch, device, a.batch, a.steps, a.crop_size, workers)
         line = (f"{arch:<12} {ours['images_per_s']:>11.0f} {100 * ours['data_wait']:>8.1f}% {base:>15.0f} "
                 f"{ours['images_per_s'] / base:>5.1f}x")
-        if device.type == "cuda":
-            fp32 = ours_throughput(cache, arch, device, a.batch, a.steps, False, False)
-            line += f" {fp32['images_per_s']:>16.0f} {ours['images_per_s'] / fp32['images_per_s']:>10.2f}x"
+        if cuda:   # fp32 without channels_last; and fp16 + GradScaler, the path a T4 takes
+            fp32 = ours_throughput(cache, arch, device, a.batch, a.steps, "off", False)
+            fp16 = ours_throughput(cache, arch, device, a.batch, a.steps, "fp16", True)
+            line += (f" {fp32['images_per_s']:>16.0f} {ours['images_per_s'] / fp32['images_per_s']:>10.2f}x"
+                     f" {fp16['images_per_s']:>18.0f}")
+        if a.compile:
+            comp = ours_throughput(cache, arch, device, a.batch, a.steps, "auto", True, compile=True)
+            line += f" {comp['images_per_s']:>15.0f} {comp['images_per_s'] / ours['images_per_s']:>11.2f}x"
         print(line, flush=True)
 
 
@@ -145,6 +154,7 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="also torch.compile'd, side by side with eager")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lmbench_"))
     try:

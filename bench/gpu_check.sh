@@ -7,7 +7,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-python3 bench/bench_train.py --archs resnet18 resnext50 --crop-size 128 --batch 256 --steps 30 2>&1 | tee "$OUT/throughput_b256.txt"
+python3 bench/bench_train.py --archs resnet18 resnet50 resnext50 --crop-size 128 --batch 256 --steps 30 --compile 2>&1 | tee "$OUT/throughput_b256.txt"
 python3 bench/bench_train.py --archs resnet18 resnext50 --crop-size 128 --batch 64 --steps 40 2>&1 | tee "$OUT/throughput_b64.txt"
 D=$(mktemp -d)
 python3 -m landmarklib.synth "$D/data" --n-train 4000 --n-test 400 --seed 0 >/dev/null 2>&1

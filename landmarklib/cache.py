@@ -58,6 +58,7 @@ class Cache:
     landmarks: np.ndarray | None  # (N, 971, 2) original pixels
     crop_size: int
     mode: str
+    synthetic: bool = False       # made from the synthetic demo set
     _targets: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -101,6 +102,7 @@ def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: i
     check_images_exist(src, "landmarks.csv" if split == "train" else "test_points.csv")
     out = Path(root) / f"{split}_{crop_size}_{mode}"
     manifest = {"version": CACHE_VERSION, "split": split, "size": crop_size, "mode": mode,
+                "synthetic": (Path(data_dir) / "SYNTHETIC.json").is_file(),
                 "count": len(src.names), "source": _fingerprint(src)}
     done = None
     if (out / "manifest.json").is_file() and json.loads((out / "manifest.json").read_text()) == manifest:
@@ -170,7 +172,7 @@ def open_cache(path: Path | str) -> Cache:
     return Cache(path=path, names=np.array((path / "names.txt").read_text().split()),
                  images=np.load(path / "images.npy", mmap_mode="r"), affine=np.load(path / "affine.npy"),
                  sizes=np.load(path / "sizes.npy"), landmarks=np.load(lm) if lm.is_file() else None,
-                 crop_size=m["size"], mode=m["mode"])
+                 crop_size=m["size"], mode=m["mode"], synthetic=m.get("synthetic", False))
 
 
 class BatchLoader:

@@ -12,7 +12,7 @@ from pathlib import Path
 from .augment import MODES as AUGMENTS
 from .geometry import MODES as RESIZE_MODES
 from .losses import LOSSES
-from .models import ARCHS, MIN_INPUT
+from .models import ARCHS, MIN_INPUT, check_arch
 from .runtime import AMP_MODES
 from .schedules import SCHEDULES, default_drop_at
 
@@ -25,7 +25,7 @@ DEFAULTS: dict = {
     "run_dir": None,
     "cache_dir": None,
     "arch": "resnet18",
-    "pretrained": False,
+    "pretrained": "auto",
     "weights_path": None,
     "epochs": 12,
     "batch_size": 64,
@@ -54,6 +54,7 @@ DEFAULTS: dict = {
     "device": "auto",
     "amp": "auto",
     "channels_last": True,
+    "compile": False,
     "workers": None,
     "max_train_steps": None,
 }
@@ -62,8 +63,9 @@ HELP: dict[str, str] = {
     "data_dir": "contest layout folder (train/, test/)",
     "run_dir": "where config.json, history.csv, last.pt and best.pt go (default runs/<run name>); rerun to resume",
     "cache_dir": "decode cache folder (default <data_dir>/cache; keep it on local disk, not Drive)",
-    "arch": "backbone (landmarklib/models.py)",
-    "pretrained": "start from ImageNet weights where they can be downloaded (else warn, random init)",
+    "arch": "backbone: " + ", ".join(ARCHS) + ", or timm:<any timm model>",
+    "pretrained": "start from ImageNet weights (else warn once, random init); auto: yes for the contest "
+                  "data, no for the synthetic demo set (offline, deterministic)",
     "weights_path": "a local state dict to load into the backbone",
     "epochs": "epochs over the train split",
     "batch_size": "global batch, split across torchrun processes",
@@ -93,12 +95,13 @@ HELP: dict[str, str] = {
     "amp": "mixed precision on GPUs. auto: bf16 where the GPU has it in hardware (compute capability 8.0+, "
            "e.g. A100, H100), else fp16 with a GradScaler (T4, V100); off: fp32",
     "channels_last": "channels_last memory format on GPUs",
+    "compile": "torch.compile the model (opt-in; if compilation fails the run goes on uncompiled and says so)",
     "workers": "cache build processes (default: all cores)",
     "max_train_steps": "cap on optimizer steps per epoch (smoke runs)",
 }
 
 CHOICES: dict[str, tuple] = {
-    "arch": tuple(ARCHS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES,
+    "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES,
     "resize_mode": RESIZE_MODES, "augment": AUGMENTS, "amp": AMP_MODES,
 }
 # Keys whose default is None but which take a number when given.
@@ -173,10 +176,15 @@ def make_config(overrides: dict | None = None) -> dict:
     for key, value in overrides.items():
         if key == "amp" and (isinstance(value, bool) or str(value).lower() in _TRUE | _FALSE):
             value = "auto" if parse_bool(value, key) else "off"     # amp=True/False of older configs
-        cfg[key] = (int_list(value, key) if key == "drop_at" and value is not None
-                    else coerce(key, value, DEFAULTS[key], key in INT_OR_NONE))
+        if key == "pretrained":
+            cfg[key] = "auto" if str(value).lower() == "auto" else parse_bool(value, key)
+        elif key == "drop_at" and value is not None:
+            cfg[key] = int_list(value, key)
+        else:
+            cfg[key] = coerce(key, value, DEFAULTS[key], key in INT_OR_NONE)
     if cfg["drop_at"] is None:
         cfg["drop_at"] = default_drop_at(cfg["epochs"])
+    check_arch(cfg["arch"])
     for key, allowed in CHOICES.items():
         if cfg[key] not in allowed:
             raise ValueError(f"{key}: unknown {key} {cfg[key]!r}; choose one of {', '.join(allowed)}")
@@ -233,3 +241,9 @@ def check_same_data(run_dir: Path, data_id: dict) -> None:
 def resolve_run_dir(cfg: dict, root: Path | str = "runs") -> dict:
     """cfg with run_dir set: as given, else <root>/<run name>, so another recipe gets another run dir."""
     return cfg if cfg["run_dir"] else cfg | {"run_dir": str(Path(root) / run_name(cfg))}
+
+
+def use_pretrained(cfg: dict, synthetic: bool) -> bool:
+    """Whether to start from ImageNet weights: as cfg says; 'auto' means yes unless the data is the
+    synthetic demo set (which, like the tests, stays offline and deterministic)."""
+    return not synthetic if cfg["pretrained"] == "auto" else cfg["pretrained"]

@@ -1,13 +1,16 @@
-"""Model factory: torchvision backbones with a 971x2 regression head.
+"""Model factory: torchvision and timm backbones with a 971x2 regression head.
 
     model = create_model("resnext50", mean_shape=targets.mean(0))
+    model = create_model("timm:resnet34d", pretrained=True)
 
-Adding an architecture is one line in ARCHS: our name -> torchvision builder name.
+Adding a torchvision architecture is one line in ARCHS: our name -> torchvision builder name;
+every timm model is there already as "timm:<name>".
 The model takes uint8 or [0, 1] float images (B, 3, H, W), normalizes them with the
 ImageNet statistics itself, and returns normalized landmarks (B, 971, 2).
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -42,17 +45,20 @@ ARCHS: dict[str, str] = {
     "mobilenet_v3_large": "mobilenet_v3_large",
 }
 MIN_INPUT = {"inception_v3": 75}
+TIMM_PREFIX = "timm:"   # arch="timm:<name>": any model timm.list_models() knows, through timm.create_model
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class LandmarkRegressor(nn.Module):
-    """Backbone whose last Linear layer regresses 2 x 971 normalized coordinates."""
+    """Backbone whose last Linear layer regresses 2 x 971 normalized coordinates. `weights` says
+    what the backbone started from: 'none', 'torchvision:<weights>', 'timm:<tag>' or 'file:<path>'."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD, weights: str = "none"):
         super().__init__()
         self.backbone = backbone
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.weights = weights
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images
@@ -72,39 +78,83 @@ def _last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
     return model.get_submodule(parent_path) if parent_path else model, attr, linear
 
 
+def check_arch(arch: str) -> None:
+    """A registered torchvision name or 'timm:<any name timm.list_models() knows>'; else ValueError."""
+    if arch.startswith(TIMM_PREFIX):
+        try:
+            import timm
+        except ImportError:
+            raise ValueError(f"arch {arch!r} needs timm: pip install timm (Colab has it)") from None
+        if not timm.is_model(arch[len(TIMM_PREFIX):]):
+            raise ValueError(f"arch: timm has no model {arch[len(TIMM_PREFIX):]!r} (see timm.list_models())")
+    elif arch not in ARCHS:
+        raise ValueError(f"arch: unknown arch {arch!r}; registered: {', '.join(sorted(ARCHS))}, "
+                         f"or timm:<name>")
+
+
+def _unavailable(arch: str, e: Exception) -> None:
+    warnings.warn(f"ImageNet weights for {arch} unavailable ({type(e).__name__}: {str(e)[:80]}); "
+                  f"training from random init", stacklevel=3)
+
+
+def _torchvision_backbone(arch: str, pretrained: bool) -> tuple[nn.Module, str]:
+    name = ARCHS[arch]
+    builder = getattr(torchvision.models, name)
+    if pretrained:
+        try:
+            weights = torchvision.models.get_model_weights(name).DEFAULT
+            backbone = builder(weights=weights)
+            if getattr(backbone, "AuxLogits", None) is not None:   # pretrained inception comes with its aux head
+                backbone.aux_logits, backbone.AuxLogits = False, None
+            return backbone, f"torchvision:{weights}"
+        except Exception as e:  # no network, no cache, a proxy: anything but a model
+            _unavailable(arch, e)
+    kwargs = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
+    return builder(weights=None, **kwargs), "none"
+
+
+def _timm_backbone(arch: str, pretrained: bool) -> tuple[nn.Module, str]:
+    import timm
+    name = arch[len(TIMM_PREFIX):]
+    if pretrained:
+        try:
+            backbone = timm.create_model(name, pretrained=True, num_classes=2 * N_POINTS)
+            cfg = backbone.pretrained_cfg
+            return backbone, f"timm:{cfg.get('architecture', name)}.{cfg.get('tag') or 'default'}"
+        except Exception as e:  # as above: timm's hub download failed
+            _unavailable(arch, e)
+    return timm.create_model(name, pretrained=False, num_classes=2 * N_POINTS), "none"
+
+
 def create_model(arch: str, pretrained: bool = False, weights_path: str | Path | None = None,
                  mean_shape: np.ndarray | torch.Tensor | None = None) -> LandmarkRegressor:
     """Build `arch` with its head replaced by a 1942-output regressor.
 
     The head starts with zero weights and the mean training shape (normalized) as bias, so
-    the untrained model predicts the mean shape. pretrained=True tries torchvision's ImageNet
-    weights (Colab) and falls back to random init with one warning where they can't be had.
-    weights_path loads a local state dict (e.g. ImageNet weights copied to Drive).
+    the untrained model predicts the mean shape. pretrained=True tries the ImageNet weights
+    (torchvision's, or timm's own loading for 'timm:<name>') and falls back to random init with
+    one warning where they can't be had. weights_path loads a local state dict into the backbone
+    (e.g. ImageNet weights copied to Drive).
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; registered: {', '.join(sorted(ARCHS))}")
-    builder = getattr(torchvision.models, ARCHS[arch])
-    kwargs = {"aux_logits": False, "init_weights": False} if ARCHS[arch] == "inception_v3" else {}
-    backbone = None
-    if pretrained:
-        try:
-            backbone = builder(weights="DEFAULT")
-        except Exception as e:  # no network, no cache, a proxy: anything but a model
-            warnings.warn(f"ImageNet weights for {arch} unavailable ({type(e).__name__}: {str(e)[:80]}); "
-                          f"training from random init", stacklevel=2)
-    if backbone is None:
-        backbone = builder(weights=None, **kwargs)
-    if getattr(backbone, "AuxLogits", None) is not None:   # pretrained inception comes with its aux head
-        backbone.aux_logits, backbone.AuxLogits = False, None
+    check_arch(arch)
+    is_timm = arch.startswith(TIMM_PREFIX)
+    backbone, weights = (_timm_backbone if is_timm else _torchvision_backbone)(arch, pretrained)
     if weights_path is not None:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         missing, unexpected = backbone.load_state_dict(state, strict=False)
         print(f"loaded {weights_path}: {len(missing)} missing, {len(unexpected)} unexpected keys")
-    parent, attr, old = _last_linear(backbone)
-    head = nn.Linear(old.in_features, 2 * N_POINTS)
+        digest = hashlib.sha1(Path(weights_path).read_bytes()).hexdigest()[:12]
+        weights = f"file:{Path(weights_path).name} sha1:{digest}"
+    bias = (torch.as_tensor(np.asarray(mean_shape, dtype=np.float32)).reshape(-1) if mean_shape is not None
+            else torch.zeros(2 * N_POINTS))
+    if is_timm:
+        head = backbone.get_classifier()      # timm built it with 1942 outputs
+    else:
+        parent, attr, old = _last_linear(backbone)
+        head = nn.Linear(old.in_features, 2 * N_POINTS)
+        setattr(parent, attr, head)
     nn.init.zeros_(head.weight)
     with torch.no_grad():
-        head.bias.copy_(torch.as_tensor(np.asarray(mean_shape, dtype=np.float32)).reshape(-1)
-                        if mean_shape is not None else torch.zeros(2 * N_POINTS))
-    setattr(parent, attr, head)
-    return LandmarkRegressor(backbone)
+        head.bias.copy_(bias)
+    cfg = getattr(backbone, "pretrained_cfg", {}) if is_timm else {}
+    return LandmarkRegressor(backbone, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD), weights)

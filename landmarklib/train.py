@@ -25,12 +25,12 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path, write_json
-from .augment import augment
+from .augment import augment, to_nchw
 from .cache import BatchLoader, Cache, build_cache, cache_root
 from .config import (CHOICES, DEFAULTS, HELP, INT_OR_NONE, OPTIMIZERS, check_same_data, check_same_recipe,
-                     make_config, resolve_run_dir, run_name)
+                     make_config, resolve_run_dir, run_name, use_pretrained)
 from .data import DataError, fingerprint, read_blocklist, split_indices
-from .geometry import decode
+from .geometry import decode, encode, from_normalized
 from .losses import make_loss
 from .metric import mse_per_image, query_indices, select_points
 from .models import create_model
@@ -38,7 +38,10 @@ from .predict import predict_normalized
 from .runtime import (autocast_dtype, device_report, format_device_report, prepare_model, resolve_device,
                       warn_if_colab_without_gpu)
 from .schedules import Plateau, lr_factor
+from .tblog import RunLog
 
+LOG_EVERY = 25   # steps between reads of the loss (progress bar, TensorBoard)
+TB_IMAGES = 4    # validation images drawn into TensorBoard each epoch
 HISTORY_FIELDS = ["epoch", "lr", "train_loss", "val_mse_px", "val_mse30_px", "seconds", "images_per_s",
                   "data_wait"]
 
@@ -57,8 +60,9 @@ def make_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
 
 def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, epoch: int, *, lr_scale: float = 1.0,
                     scaler=None, amp_dtype=None, generator: torch.Generator | None = None,
-                    progress: bool = True) -> dict:
-    """One pass over `loader` (at most cfg['max_train_steps'] steps); the LR is set before every step."""
+                    progress: bool = True, log: RunLog | None = None) -> dict:
+    """One pass over `loader` (at most cfg['max_train_steps'] steps); the LR is set before every step.
+    Every LOG_EVERY steps the loss is read back once, for the progress bar and `log` alike."""
     model.train()
     device = loader.device
     steps = len(loader) if cfg["max_train_steps"] is None else min(len(loader), cfg["max_train_steps"])
@@ -88,8 +92,11 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
         total += loss.detach() * len(x)
         seen += len(x)
         bar.update()
-        if progress and step % 25 == 0:   # one sync every 25 steps for the progress bar only
-            bar.set_postfix(loss=f"{loss.item():.5f}", lr=f"{lr:.2e}")
+        if (progress or log is not None) and step % LOG_EVERY == 0:   # the only host sync in the loop
+            value = loss.item()
+            bar.set_postfix(loss=f"{value:.5f}", lr=f"{lr:.2e}")
+            if log is not None:
+                log.step(epoch * steps + step, value, lr)
     it.close()
     bar.close()
     if device.type == "cuda":
@@ -132,20 +139,26 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndarray | None = None, *,
                 device: torch.device, run_dir: Path | None = None, resume: dict | None = None,
-                mean_shape: np.ndarray | None = None, rank: int = 0, world: int = 1,
+                mean_shape: np.ndarray | None = None, record: dict | None = None, rank: int = 0, world: int = 1,
                 progress: bool = True) -> tuple[torch.nn.Module, list[dict]]:
     """The training core: build model, optimizer and loaders from `cfg`, train on `train_idx` of
     `cache` for cfg['epochs'], validate on `val_idx` after each epoch (when given), continue from
-    the checkpoint `resume` (when given) and, with a `run_dir`, write last.pt / best.pt /
-    history.csv after each epoch. Returns (model, history).
+    the checkpoint `resume` (when given) and, with a `run_dir`, write config.json (with the
+    weights the backbone started from, and `record`), then last.pt / best.pt / history.csv and
+    TensorBoard events after each epoch. Returns (model, history).
 
     The head starts at `mean_shape` (normalized; default: the mean training target).
     """
     targets = cache.targets()
     torch.manual_seed(cfg["seed"])
-    model = create_model(cfg["arch"], cfg["pretrained"], cfg["weights_path"],
+    fresh = resume is None         # a resumed run takes its weights from the checkpoint, not the network
+    model = create_model(cfg["arch"], fresh and use_pretrained(cfg, cache.synthetic),
+                         cfg["weights_path"] if fresh else None,
                          targets[train_idx].mean(0) if mean_shape is None else mean_shape)
     prepare_model(model, device, cfg["channels_last"])
+    writes = run_dir is not None and rank == 0
+    if writes and fresh:
+        write_json(run_dir / "config.json", cfg | {"name": run_name(cfg), "weights": model.weights} | (record or {}))
     optimizer = make_optimizer(cfg, model.parameters())
     amp_dtype = autocast_dtype(device, cfg["amp"])
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -164,9 +177,10 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
         history, best, start_epoch = ckpt["history"], ckpt["best"], ckpt["epoch"]
         if progress:
             print(f"resuming {run_dir} from epoch {start_epoch}")
-    net = model
+    net = compile_model(model, cache.images[train_idx[:2]], device) if cfg["compile"] else model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    log = RunLog(run_dir if writes else None)
     loss_fn = make_loss(cfg)
     train_loader = BatchLoader(cache.images, targets, train_idx, cfg["batch_size"], shuffle=True, seed=cfg["seed"],
                                device=device, drop_last=True, rank=rank, world_size=world)
@@ -180,12 +194,15 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
         train_loader.set_epoch(epoch)
         lr = cfg["lr"] * lr_factor(cfg, epoch + 0.5) * plateau.scale   # mid-epoch: a warmup epoch shows half
         stats = train_one_epoch(net, train_loader, optimizer, loss_fn, cfg, epoch, lr_scale=plateau.scale,
-                                scaler=scaler, amp_dtype=amp_dtype, generator=generator, progress=progress)
+                                scaler=scaler, amp_dtype=amp_dtype, generator=generator, progress=progress, log=log)
         if val_idx is not None:
             stats |= evaluate(model, val_loader, cache, queries, amp_dtype)
             if cfg["schedule"] == "plateau":
                 plateau.step(stats["val_mse_px"])
         history.append({"epoch": epoch + 1, "lr": lr} | stats)
+        log.epoch(epoch + 1, history[-1])
+        if log.writer is not None and val_idx is not None:
+            _log_val_images(log, epoch + 1, model, cache, val_idx[:TB_IMAGES], amp_dtype)
         if progress and val_idx is not None:
             epochs.set_postfix(val_mse_px=f"{stats['val_mse_px']:.3f}", loss=f"{stats['train_loss']:.5f}")
             tqdm.write(f"epoch {epoch + 1}: lr {lr:.2e} train_loss {stats['train_loss']:.5f} "
@@ -208,7 +225,33 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
             _atomic_torch_save(state, run_dir / "last.pt")
             _write_history(run_dir / "history.csv", history)
         best = min(best, stats["val_mse_px"])
+    log.close()
     return model, history
+
+
+def compile_model(model: torch.nn.Module, example: np.ndarray, device: torch.device) -> torch.nn.Module:
+    """torch.compile(model), compiled now on `example` images (uint8 NHWC) so that a failure (no
+    compiler, an unsupported op) shows here: the run then goes on uncompiled and says so."""
+    try:
+        compiled = torch.compile(model)
+        with torch.no_grad():
+            compiled.eval()(to_nchw(torch.from_numpy(np.ascontiguousarray(example)).to(device)))
+        compiled.train()
+        return compiled
+    except Exception as e:  # any backend failure: training is still possible without it
+        print(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+              f"training uncompiled", file=sys.stderr)
+        return model
+
+
+def _log_val_images(log: RunLog, epoch: int, model, cache: Cache, rows: np.ndarray, amp_dtype) -> None:
+    """A few validation images with predicted and true landmarks, in input pixels."""
+    loader = BatchLoader(cache.images, None, rows, len(rows), shuffle=False, device=next(model.parameters()).device)
+    pred, rows_t = predict_normalized(model, loader, amp_dtype)
+    r = rows_t.numpy()
+    truth = encode(cache.landmarks[r], cache.affine[r], cache.crop_size)
+    log.images(epoch, cache.images[r], from_normalized(pred.cpu().numpy(), cache.crop_size),
+               from_normalized(truth, cache.crop_size))
 
 
 def fit(overrides: dict | None = None, progress: bool = True) -> list[dict]:
@@ -263,12 +306,10 @@ def fit(overrides: dict | None = None, progress: bool = True) -> list[dict]:
             raise ValueError(f"{len(train_idx)} training images is fewer than one batch of {cfg['batch_size']}")
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
-            if ckpt is None:
-                write_json(run_dir / "config.json", cfg | {"name": run_name(cfg), "data": data_id})
             starts = json.loads((run_dir / "device.json").read_text()) if (run_dir / "device.json").is_file() else []
             write_json(run_dir / "device.json", starts + [report | {"epoch": ckpt["epoch"] if ckpt else 0}])
         _, history = train_model(cfg, cache, train_idx, val_idx, device=device, run_dir=run_dir, resume=ckpt,
-                                 rank=rank, world=world, progress=progress)
+                                 record={"data": data_id}, rank=rank, world=world, progress=progress)
         return history
     finally:
         if world > 1 and dist.is_initialized():
@@ -281,7 +322,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for key, default in DEFAULTS.items():
         flag = "--" + key.replace("_", "-")
-        if isinstance(default, bool):
+        if key == "pretrained":
+            p.add_argument(flag, nargs="?", const="true", default=default, metavar="auto|true|false", help=HELP[key])
+        elif isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP[key])
         elif key == "drop_at":
             p.add_argument(flag, type=int, nargs="*", default=default, metavar="EPOCH", help=HELP[key])

@@ -56,7 +56,7 @@ data_dir = "data"
 run_dir = None                # None: runs/<run name> (on Drive in an interactive Colab session)
 cache_dir = None              # default <data_dir>/cache; keep it on local disk, never on Drive
 arch = "resnet18"
-pretrained = False
+pretrained = "auto"           # auto: ImageNet weights for the contest data, none for the demo set
 weights_path = None
 epochs = 12
 batch_size = 64
@@ -85,6 +85,7 @@ seed = 0
 device = "auto"
 amp = "auto"                  # auto | bf16 | fp16 | off
 channels_last = True
+compile = False               # torch.compile (opt-in)
 workers = None
 max_train_steps = None
 # Not run settings: where the data comes from, and the quick profile.
@@ -107,7 +108,7 @@ import pandas as pd
 from landmarklib.config import notebook_config, resolve_run_dir
 from landmarklib.data import load_split, split_indices
 from landmarklib.metric import mse_per_image
-from landmarklib.notebook import prepare_data, runs_root
+from landmarklib.notebook import interactive_colab, prepare_data, runs_root
 from landmarklib.plots import error_by_part, landmark_grid, plot_error_by_part, plot_history, save
 from landmarklib.predict import predict_split
 from landmarklib.train import fit
@@ -116,6 +117,9 @@ config = resolve_run_dir(notebook_config(globals(), quick), runs_root(mount_driv
 prepare_data(data_dir, zip_path, test_points_path, demo, quick)
 run_dir = config["run_dir"]
 print(f"run dir: {run_dir}")
+if interactive_colab():   # live curves while the run trains (event files in <run_dir>/tb)
+    get_ipython().run_line_magic("load_ext", "tensorboard")
+    get_ipython().run_line_magic("tensorboard", f"--logdir '{run_dir}'")
 history = pd.DataFrame(fit(config))
 history
 

@@ -14,6 +14,7 @@ import torch
 import landmarklib.train as train_mod
 from landmarklib import notebook, runtime
 from landmarklib.data import DataError, fingerprint, unpack_contest
+from landmarklib.config import notebook_config
 from landmarklib.notebook import check_parameters, ensure_data, prepare_data
 from landmarklib.synth import main as synth_main
 from landmarklib.train import fit
@@ -140,7 +141,8 @@ def test_notebook_parameters_are_typed_and_named():
     ns = {"data_dir": "d", "pretrained": "false", "epochs": "3", "lr": "2e-3", "quick": "True", "demo": None,
           "In": [], "Path": Path, "REPO_URL": "https://example.invalid", "os": os}
     p = check_parameters("train", ns)
-    assert p["pretrained"] is False and p["epochs"] == 3 and p["lr"] == 2e-3 and p["quick"] is True
+    assert p["epochs"] == 3 and p["lr"] == 2e-3 and p["quick"] is True
+    assert notebook_config(p)["pretrained"] is False              # run settings then go through make_config
     with pytest.raises(ValueError, match=r"notebooks/train.ipynb has no parameter\(s\) \['pretraned'\]"):
         check_parameters("train", ns | {"pretraned": "true"})
     with pytest.raises(ValueError, match=r"use_model: 'perhaps' is not a boolean"):
