@@ -40,9 +40,12 @@ run() {  # run NOTEBOOK [papermill args...]
         -p data_dir "$DATA" -p quick "$quick" "$@" 2>"$NB_OUT/$nb.log"; then
     local cell
     cell=$(grep -o 'Exception encountered at "In \[[0-9]*\]"' "$NB_OUT/$nb.log" | head -1 || true)
-    tail -n 25 "$NB_OUT/$nb.log" >&2
+    local why   # the exception's own line (DataError: file:line: what), without the traceback around it
+    why=$(grep -E '^[A-Za-z_.]*(Error|Exception|Interrupt)[A-Za-z]*: ' "$NB_OUT/$nb.log" | grep -v PapermillExecutionError | tail -n 1 || true)
+    [ -n "$why" ] || why=$(tail -n 5 "$NB_OUT/$nb.log")
+    echo "error: $why" >&2
     echo "FAILED: notebooks/$nb.ipynb${cell:+, ${cell#Exception encountered at }}; executed notebook: $NB_OUT/$nb.ipynb, log: $NB_OUT/$nb.log" >&2
-    exit 1
+    case "$why" in DataError:*|ValueError:*) exit 2 ;; *) exit 1 ;; esac   # 2: bad input, as the CLIs
   fi
   grep -v '^\(Executing\|Input Notebook\|Output Notebook\|Working directory\|Black is not\)' "$NB_OUT/$nb.log" \
     | sed -n '/Executing Cell/!p' | tail -n 4 || true

@@ -10,15 +10,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .errors import DataError, os_error
+
 
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temp path to write; on success it replaces `path` (os.replace is atomic on POSIX)."""
+    """Yield a temp path to write; on success it replaces `path` (os.replace is atomic on POSIX).
+    A failed write (a full disk, a read-only folder) is a DataError naming `path`; `path` is untouched."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        raise os_error(e, path) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -30,3 +35,30 @@ def write_json(path: Path | str, obj) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1) + "\n")
     return path
+
+
+@contextmanager
+def run_lock(run_dir: Path | str) -> Iterator[None]:
+    """Own `run_dir` for the duration: a second process is refused, naming the owner. The lock is an
+    flock on run_dir/.lock, so it dies with its process (a killed run leaves nothing to clean up)."""
+    try:
+        import fcntl
+    except ImportError:      # not POSIX: no lock
+        yield
+        return
+    path = Path(run_dir) / ".lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "another process"
+            raise DataError(f"{run_dir}: in use by {owner}; wait for it to finish, or use another run dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

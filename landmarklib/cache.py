@@ -4,7 +4,7 @@
 
 A cache folder holds images.npy (N, S, S, 3) uint8 (read back as a memmap), affine.npy
 (N, 4) per-image (sx, sy, ox, oy) from original to input pixels, sizes.npy (N, 2) original
-width/height, landmarks.npy (N, 971, 2) original pixels where known, names.txt, done.npy
+width/height, landmarks.npy (N, 971, 2) original pixels where known, names.json, done.npy
 (which rows are decoded) and manifest.json (source fingerprint + parameters). A rerun
 with the same inputs reuses it; an interrupted build resumes; a changed parameter or
 source file rebuilds.
@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import queue
+import shutil
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -25,8 +26,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path
-from .data import DataError, Split, check_images_exist, load_split
+from .atomic import atomic_path, write_json
+from .data import Split, check_images_exist, load_split
+from .errors import DataError, os_error
 from .geometry import encode, fit_affine, warp_image
 
 CACHE_VERSION = 1
@@ -89,42 +91,87 @@ def _decode_chunk(args: tuple) -> list[tuple[int, np.ndarray]]:
                 a = fit_affine(size[0], size[1], crop_size, mode)
                 _worker["images"][i] = warp_image(im, a, crop_size, mode)
                 out.append((i, a, size))
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
             raise DataError(f"{p}: corrupt or unreadable image: {e}") from None
     return out
 
 
 def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: int = 128, mode: str = "crop",
                 workers: int | None = None, progress: bool = True) -> Cache:
-    """Decode `split` once into root/<split>_<crop_size>_<mode>/ (reused when unchanged)."""
+    """Decode `split` once into root/<split>_<crop_size>_<mode>/ (reused when unchanged, resumed
+    when interrupted, rebuilt with one line saying why when unreadable)."""
     fit_affine(100, 100, crop_size, mode)  # validates mode early
     src = load_split(data_dir, split)
     check_images_exist(src, "landmarks.csv" if split == "train" else "test_points.csv")
     out = Path(root) / f"{split}_{crop_size}_{mode}"
+    n = len(src.names)
     manifest = {"version": CACHE_VERSION, "split": split, "size": crop_size, "mode": mode,
-                "synthetic": (Path(data_dir) / "SYNTHETIC.json").is_file(),
-                "count": len(src.names), "source": _fingerprint(src)}
+                "synthetic": (Path(data_dir) / "SYNTHETIC.json").is_file(), "count": n, "source": _fingerprint(src)}
     done = None
-    if (out / "manifest.json").is_file() and json.loads((out / "manifest.json").read_text()) == manifest:
-        done = np.load(out / "done.npy")
-    if done is None:  # new or changed: start over
-        out.mkdir(parents=True, exist_ok=True)
-        for f in out.iterdir():
-            f.unlink()
-        np.lib.format.open_memmap(out / "images.npy", "w+", np.uint8, (len(src.names), crop_size, crop_size, 3)).flush()
-        for name, arr in [("affine", np.zeros((len(src.names), 4))), ("sizes", np.zeros((len(src.names), 2), np.int64)),
-                          ("done", np.zeros(len(src.names), bool))]:
-            np.save(out / f"{name}.npy", arr)
-        (out / "names.txt").write_text("\n".join(src.names) + "\n")
-        with atomic_path(out / "manifest.json") as tmp:
-            tmp.write_text(json.dumps(manifest, indent=1))
-        done = np.zeros(len(src.names), bool)
+    if (out / "manifest.json").exists():
+        try:
+            done = _resumable(out, manifest)
+        except (OSError, ValueError, EOFError, DataError) as e:   # a killed or broken build: start over
+            print(f"cache {out}: {e}; rebuilding it")
+    if done is None:  # new, changed or unreadable: start over
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for f in out.iterdir():
+                f.unlink()
+            _allocate(out / "images.npy", (n, crop_size, crop_size, 3))
+            for name, arr in [("affine", np.zeros((n, 4))), ("sizes", np.zeros((n, 2), np.int64)),
+                              ("done", np.zeros(n, bool))]:
+                _save(out / f"{name}.npy", arr)
+            write_json(out / "names.json", src.names.tolist())   # JSON: any file name round-trips
+            write_json(out / "manifest.json", manifest)          # last: the cache exists from here on
+        except OSError as e:
+            raise os_error(e, out) from None
+        done = np.zeros(n, bool)
     todo = np.flatnonzero(~done)
     if len(todo):
         _decode(out, src, todo, crop_size, mode, workers, progress)
     if src.landmarks is not None and not (out / "landmarks.npy").is_file():
-        np.save(out / "landmarks.npy", src.landmarks)
+        _save(out / "landmarks.npy", src.landmarks)
     return open_cache(out)
+
+
+def _save(path: Path, arr: np.ndarray) -> None:
+    """np.save through a temp file (a kill or a full disk leaves the previous file whole)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
+
+
+def _allocate(path: Path, shape: tuple) -> None:
+    """The image array's file at full size, its blocks reserved now: a disk too small fails here with
+    'needed, free, where', not with a bus error when a page of the memory map is first written."""
+    need = int(np.prod(shape))
+    free = shutil.disk_usage(path.parent).free
+    if need > free:
+        raise DataError(f"{path.parent}: the cache needs {need / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free there; "
+                        f"free some space or give another cache_dir")
+    np.lib.format.open_memmap(path, "w+", np.uint8, shape).flush()
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+
+
+def _resumable(out: Path, manifest: dict) -> np.ndarray | None:
+    """The done mask of a cache built (or half built) from the same inputs; None when they changed.
+    A missing, truncated or unreadable file raises (the caller rebuilds)."""
+    if json.loads((out / "manifest.json").read_text()) != manifest:
+        return None
+    n, s = manifest["count"], manifest["size"]
+    done = np.load(out / "done.npy")
+    images = np.load(out / "images.npy", mmap_mode="r")
+    shapes = {"done.npy": (done.shape, (n,)), "images.npy": (images.shape, (n, s, s, 3)),
+              "affine.npy": (np.load(out / "affine.npy").shape, (n, 4)),
+              "sizes.npy": (np.load(out / "sizes.npy").shape, (n, 2))}
+    for name, (got, want) in shapes.items():
+        if got != want:
+            raise DataError(f"{name} has shape {got}, expected {want}")
+    if len(json.loads((out / "names.json").read_text())) != n:
+        raise DataError(f"names.json does not list {n} names")
+    return done
 
 
 def _decode(out: Path, src: Split, todo: np.ndarray, crop_size: int, mode: str, workers: int | None,
@@ -138,8 +185,7 @@ def _decode(out: Path, src: Split, todo: np.ndarray, crop_size: int, mode: str, 
 
     def save_state() -> None:  # after each chunk, so a killed build resumes where it stopped
         for n, arr in (("affine", affine), ("sizes", sizes), ("done", done)):
-            with atomic_path(out / f"{n}.npy") as tmp, open(tmp, "wb") as f:
-                np.save(f, arr)
+            _save(out / f"{n}.npy", arr)
 
     def collect(results) -> None:
         for chunk in results:
@@ -165,14 +211,17 @@ def _decode(out: Path, src: Split, todo: np.ndarray, crop_size: int, mode: str, 
 
 def open_cache(path: Path | str) -> Cache:
     path = Path(path)
-    m = json.loads((path / "manifest.json").read_text())
-    if not np.load(path / "done.npy").all():
-        raise DataError(f"{path}: cache build is incomplete; run build_cache again to resume it")
-    lm = path / "landmarks.npy"
-    return Cache(path=path, names=np.array((path / "names.txt").read_text().split()),
-                 images=np.load(path / "images.npy", mmap_mode="r"), affine=np.load(path / "affine.npy"),
-                 sizes=np.load(path / "sizes.npy"), landmarks=np.load(lm) if lm.is_file() else None,
-                 crop_size=m["size"], mode=m["mode"], synthetic=m.get("synthetic", False))
+    try:
+        m = json.loads((path / "manifest.json").read_text())
+        if not np.load(path / "done.npy").all():
+            raise DataError(f"{path}: cache build is incomplete; run build_cache again to resume it")
+        lm = path / "landmarks.npy"
+        return Cache(path=path, names=np.array(json.loads((path / "names.json").read_text()), dtype=str),
+                     images=np.load(path / "images.npy", mmap_mode="r"), affine=np.load(path / "affine.npy"),
+                     sizes=np.load(path / "sizes.npy"), landmarks=np.load(lm) if lm.is_file() else None,
+                     crop_size=m["size"], mode=m["mode"], synthetic=m.get("synthetic", False))
+    except (OSError, ValueError, EOFError, KeyError) as e:
+        raise DataError(f"{path}: unreadable cache ({type(e).__name__}: {e}); build_cache rebuilds it") from None
 
 
 class BatchLoader:

@@ -221,9 +221,24 @@ def run_name(cfg: dict) -> str:
             + "".join(f"_{e}" for e in extras) + f"_s{cfg['seed']}")
 
 
+def read_run_config(run_dir: Path | str) -> dict:
+    """A run dir's config.json; unreadable is a DataError naming it."""
+    from .errors import DataError
+    path = Path(run_dir) / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; {run_dir} holds no run") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable ({e}); it is this run dir's recipe: restore it or use a new run dir") from None
+    if not isinstance(saved, dict):
+        raise DataError(f"{path}: not a run config (a JSON object expected)")
+    return saved
+
+
 def check_same_recipe(run_dir: Path, cfg: dict) -> None:
     """Refuse to resume (or reuse) a run dir that holds another recipe."""
-    saved = json.loads((Path(run_dir) / "config.json").read_text())
+    saved = read_run_config(run_dir)
     diff = {k: (saved.get(k), cfg[k]) for k in cfg if k not in RESUMABLE_KEYS and saved.get(k) != cfg[k]}
     if diff:
         lines = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
@@ -232,7 +247,7 @@ def check_same_recipe(run_dir: Path, cfg: dict) -> None:
 
 def check_same_data(run_dir: Path, data_id: dict) -> None:
     """Refuse to resume a run on another data set (data_dir may move; the data may not change)."""
-    saved = json.loads((Path(run_dir) / "config.json").read_text()).get("data")
+    saved = read_run_config(run_dir).get("data")
     if saved is not None and saved != data_id:
         raise ValueError(f"{run_dir} was trained on other data ({saved} there vs {data_id} now); "
                          f"point data_dir at the data it was trained on, or use a new run dir")

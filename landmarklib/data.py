@@ -22,25 +22,38 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
+from .errors import DataError, cli
 from .layout import N_POINTS
 
 N_QUERY = 30
 LANDMARK_COLUMNS = ["file_name"] + [f"Point_{i}_{c}" for i in range(N_POINTS) for c in "XY"]
 TEST_COLUMNS = ["file_name", "point_index_list"]
 CHUNK_ROWS = 20_000  # bounded memory on the 394k-row 2020 file
-
-
-class DataError(Exception):
-    """Bad input, with a message that names the file, the line and the problem."""
+MIN_SIDE = 16        # px: an image smaller than this on a side cannot hold a face
 
 
 def _where(path: Path | str, line: int | None = None) -> str:
     return f"{path}:{line}" if line is not None else str(path)
 
 
+def _bad_byte(path: Path) -> DataError:
+    """Slow path, only on bad input: the first line that is not UTF-8, and the byte."""
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return DataError(f"{_where(path, line_no)}: byte 0x{line[e.start]:02x} at column {e.start + 1} is not "
+                                 f"UTF-8 text (is this the right file?)")
+    return DataError(f"{path}: not UTF-8 text")
+
+
 def _check_header(path: Path, sep: str, expected: list[str]) -> None:
-    with open(path, encoding="utf-8", newline="") as f:
-        header = f.readline().rstrip("\r\n").split(sep)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            header = f.readline().rstrip("\r\n").split(sep)
+    except UnicodeDecodeError:
+        raise _bad_byte(path) from None
     if header == expected:
         return
     if len(header) != len(expected):
@@ -62,10 +75,13 @@ def _located_parser_error(path: Path, err: Exception) -> DataError:
 def _read_csv_located(path: Path, sep: str, names: list[str], dtype, chunksize=None):
     """pd.read_csv with the C parser; a ragged line becomes a located DataError."""
     try:
+        # Blank lines are kept (as rows of NaN) so every later line number stays right; they are errors.
         return pd.read_csv(path, sep=sep, header=0, names=names, dtype=dtype, engine="c",
-                           chunksize=chunksize, na_filter=True)
+                           chunksize=chunksize, na_filter=True, skip_blank_lines=False)
     except pd.errors.ParserError as e:
         raise _located_parser_error(path, e) from None
+    except UnicodeDecodeError:
+        raise _bad_byte(path) from None
 
 
 def read_landmarks(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
@@ -88,6 +104,8 @@ def read_landmarks(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
             break
         except pd.errors.ParserError as e:
             raise _located_parser_error(path, e) from None
+        except UnicodeDecodeError:
+            raise _bad_byte(path) from None
         except ValueError as e:  # a non-numeric value somewhere in this chunk: find it
             raise _locate_bad_value(path, first_line, e) from None
         values = chunk.iloc[:, 1:].to_numpy(dtype=np.float32)
@@ -95,14 +113,17 @@ def read_landmarks(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
         if len(bad_rows):
             r = bad_rows[0]
             row = values[r]
+            if chunk["file_name"].isna().iat[r] and np.isnan(row).all():
+                raise DataError(f"{_where(path, first_line + r)}: blank line (every row is a file_name and "
+                                f"{len(LANDMARK_COLUMNS) - 1} coordinates)")
             col = int(np.flatnonzero(~np.isfinite(row))[0]) + 1 if not np.isfinite(row).all() else 0
             raise DataError(f"{_where(path, first_line + r)}: missing or non-finite value in column "
                             f"{LANDMARK_COLUMNS[col]!r} (expected {len(LANDMARK_COLUMNS)} tab-separated fields)")
         names.append(chunk["file_name"].to_numpy(dtype=object))
         blocks.append(values.reshape(-1, N_POINTS, 2))
         first_line += len(chunk)
-    if not names:
-        raise DataError(f"{path}: no data rows")
+    if sum(map(len, names)) == 0:
+        raise DataError(f"{path}: no data rows (only a header)")
     names = np.concatenate(names).astype(str)
     _check_unique(path, names)
     return names, np.concatenate(blocks)
@@ -111,7 +132,7 @@ def read_landmarks(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
 def _locate_bad_value(path: Path, first_line: int, err: Exception) -> DataError:
     """Slow path, only on bad input: re-read as text from the failing chunk to name line and column."""
     text = pd.read_csv(path, sep="\t", header=0, names=LANDMARK_COLUMNS, dtype=str, engine="c",
-                       skiprows=range(1, first_line - 1), nrows=CHUNK_ROWS)
+                       skiprows=range(1, first_line - 1), nrows=CHUNK_ROWS, skip_blank_lines=False)
     numeric = text.iloc[:, 1:].apply(pd.to_numeric, errors="coerce")
     bad = numeric.isna() & text.iloc[:, 1:].notna()
     rows, cols = np.nonzero(bad.to_numpy())
@@ -127,7 +148,7 @@ def _check_unique(path: Path, names: np.ndarray) -> None:
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
         first = int(np.flatnonzero(names == names[i])[0])
-        raise DataError(f"{_where(path, i + 2)}: duplicate file_name {names[i]!r} (first on line {first + 2}); "
+        raise DataError(f"{_where(path, i + 2)}: duplicate file_name {str(names[i])!r} (first on line {first + 2}); "
                         f"{int(dup.sum())} duplicate row(s) in all")
 
 
@@ -137,18 +158,22 @@ def read_test_points(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     _check_header(path, "\t", TEST_COLUMNS)
-    df = _read_csv_located(path, "\t", TEST_COLUMNS, str)
+    try:
+        df = _read_csv_located(path, "\t", TEST_COLUMNS, str)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file (expected the header file_name, point_index_list)") from None
     if len(df) == 0:
         raise DataError(f"{path}: no data rows")
     indices = np.empty((len(df), N_QUERY), dtype=np.int64)
     for r, text in enumerate(df["point_index_list"].to_numpy()):
         line = r + 2
-        try:
-            lst = json.loads(text) if isinstance(text, str) else None
-        except json.JSONDecodeError:
+        try:   # a list of 30 small numbers is short: anything long or deeply nested is not one
+            lst = json.loads(text) if isinstance(text, str) and len(text) < 1000 else None
+        except (json.JSONDecodeError, RecursionError):
             lst = None
         if not isinstance(lst, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in lst):
-            raise DataError(f"{_where(path, line)}: point_index_list {text!r} is not a list of integers")
+            shown = text if not isinstance(text, str) or len(text) < 80 else text[:77] + "..."
+            raise DataError(f"{_where(path, line)}: point_index_list {shown!r} is not a list of integers")
         if len(lst) != N_QUERY:
             raise DataError(f"{_where(path, line)}: point_index_list has {len(lst)} indices, expected {N_QUERY}")
         bad = [v for v in lst if not 0 <= v < N_POINTS]
@@ -173,7 +198,14 @@ def read_blocklist(path: Path | str) -> set[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: blocklist not found")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path, dtype=str)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty blocklist (expected a CSV with a file_name column)") from None
+    except UnicodeDecodeError:
+        raise _bad_byte(path) from None
+    except pd.errors.ParserError as e:
+        raise _located_parser_error(path, e) from None
     if "file_name" not in df.columns:
         raise DataError(f"{path}:1: blocklist needs a file_name column; got {list(df.columns)}")
     if "flagged" in df.columns:
@@ -208,7 +240,7 @@ def load_split(data_dir: Path | str, split: str) -> Split:
             order = pd.Series(np.arange(len(tnames)), index=tnames).reindex(names).to_numpy()
             if np.isnan(order).any():
                 missing = names[np.isnan(order)][0]
-                raise DataError(f"{d / 'landmarks.csv'}: no row for test image {missing!r}")
+                raise DataError(f"{d / 'landmarks.csv'}: no row for test image {str(missing)!r}")
             truth = truth[order.astype(int)]
         return Split("test", d / "images", names, landmarks=truth, indices=idx)
     raise ValueError(f"unknown split {split!r}")
@@ -222,16 +254,25 @@ def check_images_exist(split: Split, csv_name: str) -> None:
     missing = [i for i, n in enumerate(split.names) if n not in present]
     if missing:
         csv = split.image_dir.parent / csv_name
-        raise DataError(f"{_where(csv, missing[0] + 2)}: image {split.names[missing[0]]!r} not found in "
+        raise DataError(f"{_where(csv, missing[0] + 2)}: image {str(split.names[missing[0]])!r} not found in "
                         f"{split.image_dir} ({len(missing)} listed image(s) missing in all)")
 
 
 def _image_size(path: str) -> tuple[int, int] | str:
+    """(width, height) from the header, or what is wrong. A JPEG must end with its end-of-image
+    marker: a truncated file (a broken download or unzip) is caught here without decoding it."""
     try:
         with Image.open(path) as im:
             if im.format != "JPEG":
                 return f"not a JPEG ({im.format})"
-            return im.size
+            size = im.size
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 1024))
+            if b"\xff\xd9" not in f.read():
+                return "truncated JPEG (no end-of-image marker)"
+        return size
+    except Image.DecompressionBombError as e:
+        return f"image too large to decode safely: {e}"
     except (UnidentifiedImageError, OSError) as e:
         return f"unreadable image: {e}"
 
@@ -264,11 +305,26 @@ def check(data_dir: Path | str, workers: int | None = None) -> dict:
     for split in (train, test):
         sizes = image_sizes([str(split.image_path(i)) for i in range(len(split.names))], workers,
                             desc=f"{split.name} headers")
+        csv = split.image_dir.parent / ("landmarks.csv" if split.name == "train" else "test_points.csv")
+        small = np.flatnonzero(sizes.min(1) < MIN_SIDE)
+        if len(small):
+            i = small[0]
+            raise DataError(f"{_where(csv, i + 2)}: image {str(split.names[i])!r} is {sizes[i, 0]}x{sizes[i, 1]} px, "
+                            f"too small to hold a face (at least {MIN_SIDE} px a side; {len(small)} such image(s))")
         r = {"images": len(split.names),
              "width": [int(sizes[:, 0].min()), int(sizes[:, 0].max())],
              "height": [int(sizes[:, 1].min()), int(sizes[:, 1].max())]}
         if split.landmarks is not None:
             lm = split.landmarks
+            # Slightly outside is real (the 2020 data: -22 .. 1308); a whole image size past an edge is not.
+            far = ((lm < -sizes[:, None, :]) | (lm > 2 * sizes[:, None, :])).any(-1)
+            rows = np.flatnonzero(far.any(1))
+            if len(rows):
+                i = rows[0]
+                p = int(np.flatnonzero(far[i])[0])
+                raise DataError(f"{_where(csv, i + 2)}: point {p} at ({lm[i, p, 0]:g}, {lm[i, p, 1]:g}) lies more than "
+                                f"an image size outside its {sizes[i, 0]}x{sizes[i, 1]} image {str(split.names[i])!r} "
+                                f"({len(rows)} such row(s))")
             outside = ((lm < -0.5) | (lm > sizes[:, None, :] - 0.5)).any(-1)
             r |= {"x_range": [float(lm[..., 0].min()), float(lm[..., 0].max())],
                   "y_range": [float(lm[..., 1].min()), float(lm[..., 1].max())],
@@ -386,18 +442,15 @@ def fingerprint(data_dir: Path | str) -> dict:
             "synthetic": (Path(data_dir) / "SYNTHETIC.json").is_file()}
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m landmarklib.data", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="validate the layout and print counts")
-    c.add_argument("--data-dir", required=True, type=Path)
-    c.add_argument("--workers", type=int, default=None)
+    c.add_argument("--data-dir", required=True, type=Path, help="the contest layout folder")
+    c.add_argument("--workers", type=int, default=None, help="processes reading image headers (default: all cores)")
     args = p.parse_args(argv)
-    try:
-        report = check(args.data_dir, args.workers)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = check(args.data_dir, args.workers)
     print(format_report(report))
     print("layout OK")
     return 0

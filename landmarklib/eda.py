@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .cache import BatchLoader, build_cache, cache_root
 from .config import EDA, make_config
-from .data import DataError, image_sizes, load_split
+from .data import image_sizes, load_split
+from .errors import DataError, check_output, cli
 from .layout import GROUPS
 from .predict import predict_normalized
 from .runtime import autocast_dtype, resolve_device
@@ -184,6 +184,10 @@ def score_annotations(data_dir: Path | str, use_model: bool = True, k: float = Z
         z |= {name: robust_z(v) for name, v in disagreement(labels, pred).items()}
     names = list(z)
     stacked = np.stack([z[n] for n in names], 1)
+    bad = np.flatnonzero(~np.isfinite(stacked).all(1))
+    if len(bad):   # a NaN score would silently rank as clean
+        raise DataError(f"{Path(data_dir) / 'train' / 'landmarks.csv'}:{bad[0] + 2}: annotation score is not a number "
+                        f"({len(bad)} row(s)); the out-of-fold models diverged or a label is degenerate")
     best = stacked.argmax(1)
     reason = np.array(names, dtype=object)[best]
     reason = np.where(reason == "group geometry", geometry, reason)
@@ -217,6 +221,7 @@ def precision_recall(scores: pd.DataFrame, planted: pd.DataFrame) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m landmarklib.eda", description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True, type=Path)
@@ -229,13 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--cache-dir", default=None, help="decode cache folder (default <data-dir>/cache)")
     a = p.parse_args(argv)
-    try:
-        kw = {} if a.no_model else {"folds": a.folds, "epochs": a.epochs, "crop_size": a.crop_size,
-                                    "device": a.device, "cache_dir": a.cache_dir}
-        df = score_annotations(a.data_dir, not a.no_model, a.k, **kw)
-    except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_output(a.out)
+    kw = {} if a.no_model else {"folds": a.folds, "epochs": a.epochs, "crop_size": a.crop_size,
+                                "device": a.device, "cache_dir": a.cache_dir}
+    df = score_annotations(a.data_dir, not a.no_model, a.k, **kw)
     with atomic_path(a.out) as tmp:
         df.to_csv(tmp, index=False)
     print(f"{summary(df)}; wrote {a.out}")

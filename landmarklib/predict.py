@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import checkpoint
 from .augment import flip_targets, to_nchw
 from .cache import BatchLoader, build_cache, cache_root
-from .data import DataError, load_split
+from .data import load_split
+from .errors import DataError, check_output, cli
 from .geometry import decode
 from .models import create_model
 from .runtime import autocast_dtype, prepare_model, resolve_device
@@ -44,16 +46,14 @@ def predict_normalized(model, loader: BatchLoader, amp_dtype=None, flip_tta: boo
 
 def load_checkpoint(path: str | Path, device: torch.device):
     """The model and config from a run's checkpoint (weights_only: no code runs on load)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DataError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = checkpoint.read(path)
     cfg = ckpt["config"]
-    model = create_model(cfg["arch"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        model = create_model(cfg["arch"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise DataError(f"{path}: its weights do not fit its config's arch {cfg.get('arch')!r} "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     return prepare_model(model, device).eval(), cfg
 
 
@@ -77,6 +77,7 @@ def predict_split(checkpoints: list[str | Path], data_dir: str | Path, split: st
     return total / len(checkpoints)
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m landmarklib.predict", description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True, type=Path)
@@ -87,13 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--batch-size", type=int, default=128)
     a = p.parse_args(argv)
-    try:
-        test = load_split(a.data_dir, "test")
-        pred = predict_split(a.checkpoint, a.data_dir, "test", a.tta, a.device, a.cache_dir, a.batch_size)
-        write_submission(a.out, test.names, pred, test.indices)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_output(a.out)
+    test = load_split(a.data_dir, "test")
+    pred = predict_split(a.checkpoint, a.data_dir, "test", a.tta, a.device, a.cache_dir, a.batch_size)
+    write_submission(a.out, test.names, pred, test.indices)
     print(f"wrote {a.out}: {len(test.names)} rows from {len(a.checkpoint)} checkpoint(s), tta {a.tta}")
     return 0
 

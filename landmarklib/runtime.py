@@ -12,7 +12,16 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device: {name!r} is not a device (auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} asked for, but this machine has no usable CUDA GPU "
+                         f"(use device auto or cpu; in Colab switch the runtime to a GPU)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device: {name!r} asked for, but there are {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")

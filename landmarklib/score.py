@@ -1,4 +1,4 @@
-"""Contest metric: MSE in original-image pixels over the 60 submitted values, mean over images.
+"""Scoring a submission file against the test ground truth (the metric itself: metric.py).
 
     python -m landmarklib.score SUB.csv --data-dir D      (needs D/test/landmarks.csv)
 """
@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .data import DataError, load_split
+from .data import load_split
+from .errors import DataError, cli
 from .metric import mse_per_image, select_points
 from .submission import read_submission
 
@@ -24,16 +25,13 @@ def score_submission(submission: Path | str, data_dir: Path | str) -> float:
     return float(mse_per_image(pred, select_points(test.landmarks, test.indices)).mean())
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m landmarklib.score", description=__doc__.splitlines()[0])
     p.add_argument("submission", type=Path)
     p.add_argument("--data-dir", required=True, type=Path)
     a = p.parse_args(argv)
-    try:
-        mse = score_submission(a.submission, a.data_dir)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    mse = score_submission(a.submission, a.data_dir)
     print(f"MSE {mse:.4f}")
     return 0
 

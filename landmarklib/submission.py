@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .data import N_QUERY, DataError, read_test_points
+from .data import N_QUERY, read_test_points
+from .errors import DataError, cli
 from .metric import select_points
 
 SUBMISSION_COLUMNS = ["file_name"] + [f"Point_M{i}_{c}" for i in range(N_QUERY) for c in "XY"]
@@ -41,24 +42,34 @@ def read_submission(path: Path | str, test_points: Path | str) -> tuple[np.ndarr
     names, _ = read_test_points(test_points)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\r\n").split(",")
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().rstrip("\r\n").split(",")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}:1: not UTF-8 text (is this the submission file?)") from None
     if header != SUBMISSION_COLUMNS:
         raise DataError(f"{path}:1: header must be file_name,Point_M0_X,Point_M0_Y,...,Point_M29_Y "
                         f"({len(SUBMISSION_COLUMNS)} comma-separated columns); got {len(header)} columns "
                         f"starting {header[:2]}")
     try:
-        df = pd.read_csv(path, header=0, names=SUBMISSION_COLUMNS, dtype={"file_name": str}, engine="c")
+        df = pd.read_csv(path, header=0, names=SUBMISSION_COLUMNS, dtype={"file_name": str}, engine="c",
+                         skip_blank_lines=False)
     except pd.errors.ParserError as e:
         raise DataError(f"{path}: {e}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text (is this the submission file?)") from None
     if len(df) != len(names):
         raise DataError(f"{path}: {len(df)} rows, expected {len(names)} (one per line of {test_points})")
     got = df["file_name"].to_numpy(dtype=str)
     wrong = np.flatnonzero(got != names)
     if len(wrong):
         r = wrong[0]
-        raise DataError(f"{path}:{r + 2}: file_name {got[r]!r}, expected {names[r]!r} "
+        raise DataError(f"{path}:{r + 2}: file_name {str(got[r])!r}, expected {str(names[r])!r} "
                         f"(rows must follow test_points.csv order)")
+    flags = [c for c in SUBMISSION_COLUMNS[1:] if pd.api.types.is_bool_dtype(df[c])]
+    if flags:
+        raise DataError(f"{path}:2: column {flags[0]!r} holds true/false, not pixel coordinates "
+                        f"({len(flags)} such column(s))")
     values = df.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
@@ -68,6 +79,7 @@ def read_submission(path: Path | str, test_points: Path | str) -> tuple[np.ndarr
     return names, values.reshape(len(names), N_QUERY, 2)
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m landmarklib.submission", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -75,11 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("submission", type=Path)
     c.add_argument("--data-dir", required=True, type=Path)
     a = p.parse_args(argv)
-    try:
-        names, _ = read_submission(a.submission, a.data_dir / "test" / "test_points.csv")
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    names, _ = read_submission(a.submission, a.data_dir / "test" / "test_points.csv")
     print(f"{a.submission}: OK, {len(names)} rows x {N_QUERY} points")
     return 0
 

@@ -23,7 +23,8 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path
-from .data import LANDMARK_COLUMNS, N_QUERY, DataError, split_indices
+from .data import LANDMARK_COLUMNS, N_QUERY, split_indices
+from .errors import DataError, cli
 from .layout import GROUPS, N_POINTS, face_template, flip_points
 
 SUPERSAMPLE = 2
@@ -222,6 +223,7 @@ def make_dataset(out_dir: Path | str, n_train: int = 1000, n_test: int = 200, se
     return out
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m landmarklib.synth", description=__doc__.splitlines()[0])
     p.add_argument("out_dir", type=Path)
@@ -232,12 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None)
     a = p.parse_args(argv)
     if not 0 <= a.bad_fraction < 1:
-        p.error("--bad-fraction must be in [0, 1)")
-    try:
-        make_dataset(a.out_dir, a.n_train, a.n_test, a.seed, a.bad_fraction, a.workers)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--bad-fraction must be in [0, 1), got {a.bad_fraction}")
+    if a.n_train < 10 or a.n_test < 1 or a.seed < 0:
+        raise ValueError(f"--n-train must be at least 10 (got {a.n_train}), --n-test at least 1 (got {a.n_test}), "
+                         f"--seed 0 or more (got {a.seed})")
+    make_dataset(a.out_dir, a.n_train, a.n_test, a.seed, a.bad_fraction, a.workers)
     print(f"wrote {a.n_train} train + {a.n_test} test images to {a.out_dir}")
     return 0
 

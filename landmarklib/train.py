@@ -11,6 +11,7 @@ reported in original-image pixels, the leaderboard's unit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -24,12 +25,14 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path, write_json
+from . import checkpoint
+from .atomic import atomic_path, run_lock, write_json
 from .augment import augment, to_nchw
 from .cache import BatchLoader, Cache, build_cache, cache_root
 from .config import (CHOICES, DEFAULTS, HELP, INT_OR_NONE, OPTIMIZERS, check_same_data, check_same_recipe,
                      make_config, resolve_run_dir, run_name, use_pretrained)
-from .data import DataError, fingerprint, read_blocklist, split_indices
+from .data import fingerprint, read_blocklist, split_indices
+from .errors import DataError, check_output, cli
 from .geometry import decode, encode, from_normalized
 from .losses import make_loss
 from .metric import mse_per_image, query_indices, select_points
@@ -125,11 +128,6 @@ def evaluate(model, loader: BatchLoader, cache: Cache, queries: dict[int, np.nda
     return {"val_mse_px": float(stats[0] / stats[2]), "val_mse30_px": float(stats[1] / stats[2])}
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def _write_history(path: Path, history: list[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
@@ -220,9 +218,9 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
                      "rng": {"torch": torch.get_rng_state(), "augment": [s.cpu() for s in augment_states]},
                      "epoch": epoch + 1, "best": min(best, stats["val_mse_px"]), "history": history, "config": cfg}
             if stats["val_mse_px"] < best:   # lean: what predict needs; the optimizer lives in last.pt only
-                _atomic_torch_save({k: state[k] for k in ("model", "epoch", "best", "history", "config")},
-                                   run_dir / "best.pt")
-            _atomic_torch_save(state, run_dir / "last.pt")
+                checkpoint.save({k: state[k] for k in ("model", "epoch", "best", "history", "config")},
+                                run_dir / "best.pt")
+            checkpoint.save(state, run_dir / "last.pt")
             _write_history(run_dir / "history.csv", history)
         best = min(best, stats["val_mse_px"])
     log.close()
@@ -255,21 +253,50 @@ def _log_val_images(log: RunLog, epoch: int, model, cache: Cache, rows: np.ndarr
 
 
 def fit(overrides: dict | None = None, progress: bool = True) -> list[dict]:
-    """Train (or resume, or return at once if finished) the run in cfg['run_dir']; return its history."""
+    """Train (or resume, or return at once if finished) the run in cfg['run_dir']; return its history.
+    Everything that can be checked is checked before the long work: data, blocklist, weights file,
+    the run dir (writable, not in use by another process, holding this recipe on this data)."""
     cfg = resolve_run_dir(make_config(overrides))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank = _processes()[1]
     run_dir = Path(cfg["run_dir"])
-    ckpt = None
     data_id = fingerprint(cfg["data_dir"])
-    if (run_dir / "last.pt").is_file():
-        check_same_recipe(run_dir, cfg)
-        check_same_data(run_dir, data_id)
-        ckpt = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-        if ckpt["epoch"] >= cfg["epochs"]:
+    blocked = read_blocklist(cfg["blocklist"]) if cfg["blocklist"] else None
+    if cfg["weights_path"] and not Path(cfg["weights_path"]).is_file():
+        raise DataError(f"{cfg['weights_path']}: weights file not found (--weights-path)")
+    if rank == 0:
+        check_output(run_dir, "folder")
+    with run_lock(run_dir) if rank == 0 else contextlib.nullcontext():
+        ckpt = _resume_point(run_dir, cfg, data_id)
+        if ckpt is not None and ckpt["epoch"] >= cfg["epochs"]:
             if progress and rank == 0:
                 print(f"{run_dir}: finished ({ckpt['epoch']} epochs), nothing to do")
             return ckpt["history"]
+        return _fit(cfg, ckpt, data_id, blocked, progress)
+
+
+def _processes() -> tuple[int, int, int]:
+    """(world size, rank, local rank) under torchrun; (1, 0, 0) in a single process."""
+    return (int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")),
+            int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _resume_point(run_dir: Path, cfg: dict, data_id: dict) -> dict | None:
+    """last.pt to resume from (None for a new run), once run_dir is known to hold this recipe on this data.
+    The check applies to any run dir holding a run (config.json), with or without last.pt."""
+    if (run_dir / "config.json").is_file():
+        check_same_recipe(run_dir, cfg)
+        check_same_data(run_dir, data_id)
+    elif (run_dir / "last.pt").is_file() or (run_dir / "best.pt").is_file():
+        raise DataError(f"{run_dir}: holds checkpoints but no config.json, so its recipe is unknown; use a new run dir")
+    if not (run_dir / "last.pt").is_file():
+        return None
+    return checkpoint.read(run_dir / "last.pt", ("model", "optimizer", "epoch", "history", "best", "rng", "plateau"))
+
+
+def _fit(cfg: dict, ckpt: dict | None, data_id: dict, blocked: set | None, progress: bool) -> list[dict]:
+    """fit's long part, in the locked run dir: device and processes, cache, split, then train_model."""
+    world, rank, local_rank = _processes()
+    run_dir = Path(cfg["run_dir"])
     device = resolve_device(cfg["device"])
     if world > 1:
         if device.type == "cuda":
@@ -295,8 +322,7 @@ def fit(overrides: dict | None = None, progress: bool = True) -> list[dict]:
             cache = build_cache(cfg["data_dir"], "train", cache_root(cfg["data_dir"], cfg["cache_dir"]),
                                 cfg["crop_size"], cfg["resize_mode"], cfg["workers"], False)
         train_idx, val_idx = split_indices(len(cache), cfg["val_fraction"])
-        if cfg["blocklist"]:
-            blocked = read_blocklist(cfg["blocklist"])
+        if blocked is not None:
             kept = ~np.isin(cache.names[train_idx], list(blocked))
             train_idx = train_idx[kept]
             if progress:
@@ -305,7 +331,6 @@ def fit(overrides: dict | None = None, progress: bool = True) -> list[dict]:
         if len(train_idx) < cfg["batch_size"]:
             raise ValueError(f"{len(train_idx)} training images is fewer than one batch of {cfg['batch_size']}")
         if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
             starts = json.loads((run_dir / "device.json").read_text()) if (run_dir / "device.json").is_file() else []
             write_json(run_dir / "device.json", starts + [report | {"epoch": ckpt["epoch"] if ckpt else 0}])
         _, history = train_model(cfg, cache, train_idx, val_idx, device=device, run_dir=run_dir, resume=ckpt,
@@ -335,13 +360,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    try:
-        history = fit(vars(args))
-    except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    history = fit(vars(args))
     if history and int(os.environ.get("RANK", "0")) == 0:
         h = history[-1]
         print(f"done: epoch {h['epoch']} val_mse_px {h['val_mse_px']:.3f} val_mse30_px {h['val_mse30_px']:.3f}")

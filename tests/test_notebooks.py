@@ -69,9 +69,10 @@ def test_run_all_names_the_failing_notebook_and_cell(tmp_path):
     out = subprocess.run(["bash", str(ROOT / "run_all.sh")], cwd=ROOT,
                          env=_env() | {"QUICK": "1", "OUT_DIR": str(tmp_path / "out"), "DATA_DIR": str(data)},
                          capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert 'FAILED: notebooks/data.ipynb, "In [' in out.stderr
-    assert "header has 2 columns, expected 1943" in out.stderr
+    assert f"error: DataError: {data / 'train' / 'landmarks.csv'}:1: header has 2 columns, expected 1943" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_train_notebook_takes_papermill_parameters(tmp_path):
