@@ -18,7 +18,7 @@ import queue
 import shutil
 import threading
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,17 +61,36 @@ class Cache:
     crop_size: int
     mode: str
     synthetic: bool = False       # made from the synthetic demo set
-    _targets: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def targets(self) -> np.ndarray:
-        """Landmarks in normalized input coordinates ([-1, 1] over the input square), float32;
-        computed once per Cache."""
-        if self._targets is None:
-            self._targets = encode(self.landmarks, self.affine, self.crop_size).astype(np.float32)
-        return self._targets
+    def targets(self) -> Targets:
+        """The training targets, encoded per batch from the compact labels (no N x 971 x 2 float copy)."""
+        return Targets(self.landmarks, self.affine, self.crop_size)
+
+
+@dataclass
+class Targets:
+    """Normalized targets ([-1, 1] over the input square) of a cache's rows, made on demand from its
+    labels (original pixels, int16 where exact) and per-image affines: `targets[rows]` is float32."""
+    landmarks: np.ndarray
+    affine: np.ndarray
+    crop_size: int
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return encode(self.landmarks[rows], self.affine[rows], self.crop_size).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.landmarks)
+
+    def mean(self, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """Mean target over `rows` (the head's starting shape), in float64, chunk by chunk."""
+        total = np.zeros(self.landmarks.shape[1:], np.float64)
+        for i in range(0, len(rows), chunk):
+            r = rows[i:i + chunk]
+            total += encode(self.landmarks[r], self.affine[r], self.crop_size).sum(0)
+        return (total / max(1, len(rows))).astype(np.float32)
 
 
 _worker: dict = {}
@@ -131,8 +150,17 @@ def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: i
     if len(todo):
         _decode(out, src, todo, crop_size, mode, workers, progress)
     if src.landmarks is not None and not (out / "landmarks.npy").is_file():
-        _save(out / "landmarks.npy", src.landmarks)
+        _save(out / "landmarks.npy", compact_labels(src.landmarks))
     return open_cache(out)
+
+
+def compact_labels(landmarks: np.ndarray) -> np.ndarray:
+    """int16 when every label is a whole number that fits (the contest's are: -22 .. 1308), half the
+    memory of float32 and exact; float32 otherwise."""
+    lm = np.asarray(landmarks)
+    if lm.size and np.all(np.abs(lm) < 32000) and np.array_equal(lm, np.round(lm)):
+        return lm.astype(np.int16)
+    return lm.astype(np.float32)
 
 
 def _save(path: Path, arr: np.ndarray) -> None:
@@ -225,7 +253,8 @@ def open_cache(path: Path | str) -> Cache:
 
 
 class BatchLoader:
-    """Batches straight from the cache: uint8 NHWC images and float32 targets, on `device`.
+    """Batches straight from the cache: uint8 NHWC images and float32 targets, on `device`. Targets
+    are encoded per batch on the device from the cache's compact labels (Cache.targets()).
 
     A background thread gathers the next batches (a memcpy out of the memmap, pinned on
     CUDA) while the GPU works on the current one; the host->device copy is non-blocking.
@@ -233,7 +262,7 @@ class BatchLoader:
     own slice of each global batch, so N ranks see exactly what one process would.
     """
 
-    def __init__(self, images: np.ndarray, targets: np.ndarray | None, indices: np.ndarray, batch_size: int,
+    def __init__(self, images: np.ndarray, targets: "Targets | np.ndarray | None", indices: np.ndarray, batch_size: int,
                  shuffle: bool, seed: int = 0, device: str | torch.device = "cpu", drop_last: bool = False,
                  rank: int = 0, world_size: int = 1, prefetch: int = 3):
         if batch_size % world_size:
@@ -260,10 +289,14 @@ class BatchLoader:
             rows = order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world_size]
             sorted_rows = np.sort(rows)  # memmap reads in file order
             imgs = torch.from_numpy(self.images[sorted_rows])
-            tg = torch.from_numpy(self.targets[sorted_rows]) if self.targets is not None else None
+            if isinstance(self.targets, Targets):   # labels + affines; encoded on the device in __iter__
+                tg = (torch.from_numpy(self.targets.landmarks[sorted_rows]),
+                      torch.from_numpy(self.targets.affine[sorted_rows]))
+            else:
+                tg = (torch.from_numpy(self.targets[sorted_rows]),) if self.targets is not None else None
             if self.device.type == "cuda":
                 imgs = imgs.pin_memory()
-                tg = tg.pin_memory() if tg is not None else None
+                tg = tuple(t.pin_memory() for t in tg) if tg is not None else None
             yield imgs, tg, torch.from_numpy(sorted_rows)
 
     def __iter__(self):
@@ -288,8 +321,10 @@ class BatchLoader:
                 if isinstance(item, BaseException):
                     raise item
                 imgs, tg, rows = item
-                yield (imgs.to(self.device, non_blocking=True),
-                       tg.to(self.device, non_blocking=True) if tg is not None else None, rows)
+                if tg is not None:
+                    tg = [t.to(self.device, non_blocking=True) for t in tg]
+                    tg = encode(tg[0], tg[1], self.targets.crop_size).float() if len(tg) == 2 else tg[0]
+                yield imgs.to(self.device, non_blocking=True), tg, rows
         finally:
             stop.set()
             while t.is_alive():  # drain so the producer can exit

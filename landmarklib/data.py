@@ -30,6 +30,7 @@ LANDMARK_COLUMNS = ["file_name"] + [f"Point_{i}_{c}" for i in range(N_POINTS) fo
 TEST_COLUMNS = ["file_name", "point_index_list"]
 CHUNK_ROWS = 20_000  # bounded memory on the 394k-row 2020 file
 MIN_SIDE = 16        # px: an image smaller than this on a side cannot hold a face
+FAR_OUTSIDE = 10     # image sizes past an edge: no annotation of this image at all
 
 
 def _where(path: Path | str, line: int | None = None) -> str:
@@ -316,21 +317,27 @@ def check(data_dir: Path | str, workers: int | None = None) -> dict:
              "height": [int(sizes[:, 1].min()), int(sizes[:, 1].max())]}
         if split.landmarks is not None:
             lm = split.landmarks
-            # Slightly outside is real (the 2020 data: -22 .. 1308); a whole image size past an edge is not.
-            far = ((lm < -sizes[:, None, :]) | (lm > 2 * sizes[:, None, :])).any(-1)
-            rows = np.flatnonzero(far.any(1))
+            # Slightly outside is real (the 2020 data: -22 .. 1308). Beyond an image size past an edge a
+            # label is wrong for this image (another image's labels, say): the EDA flags such rows for the
+            # blocklist. Beyond FAR_OUTSIDE image sizes it is no annotation at all (1e30, another unit):
+            # one such value blows the metric up, so nothing starts.
+            size = sizes[:, None, :]
+            absurd = ((lm < -FAR_OUTSIDE * size) | (lm > (FAR_OUTSIDE + 1) * size)).any(-1)
+            rows = np.flatnonzero(absurd.any(1))
             if len(rows):
                 i = rows[0]
-                p = int(np.flatnonzero(far[i])[0])
+                p = int(np.flatnonzero(absurd[i])[0])
                 raise DataError(f"{_where(csv, i + 2)}: point {p} at ({lm[i, p, 0]:g}, {lm[i, p, 1]:g}) lies more than "
-                                f"an image size outside its {sizes[i, 0]}x{sizes[i, 1]} image {str(split.names[i])!r} "
-                                f"({len(rows)} such row(s))")
+                                f"{FAR_OUTSIDE} image sizes outside its {sizes[i, 0]}x{sizes[i, 1]} image "
+                                f"{str(split.names[i])!r} ({len(rows)} such row(s))")
+            beyond = ((lm < -size) | (lm > 2 * size)).any((1, 2))
             outside = ((lm < -0.5) | (lm > sizes[:, None, :] - 0.5)).any(-1)
             r |= {"x_range": [float(lm[..., 0].min()), float(lm[..., 0].max())],
                   "y_range": [float(lm[..., 1].min()), float(lm[..., 1].max())],
                   "points_outside_image": int(outside.sum()),
                   "images_with_points_outside": int(outside.any(1).sum()),
-                  "rows_with_negative_coordinates": int((lm < 0).any((1, 2)).sum())}
+                  "rows_with_negative_coordinates": int((lm < 0).any((1, 2)).sum()),
+                  "rows_beyond_an_image_size": int(beyond.sum())}
         report[split.name] = r
     report["test"]["ground_truth"] = test.landmarks is not None
     return report
@@ -346,7 +353,9 @@ def format_report(report: dict) -> str:
             lines.append(f"  landmarks x {r['x_range'][0]:.0f}..{r['x_range'][1]:.0f}, "
                          f"y {r['y_range'][0]:.0f}..{r['y_range'][1]:.0f}; {r['points_outside_image']} points "
                          f"outside their image in {r['images_with_points_outside']} images (valid input); "
-                         f"{r['rows_with_negative_coordinates']} rows with negative coordinates")
+                         f"{r['rows_with_negative_coordinates']} rows with negative coordinates; "
+                         f"{r['rows_beyond_an_image_size']} rows with points beyond an image size outside "
+                         f"(wrong labels: the EDA notebook flags them)")
     lines.append(f"test ground truth (test/landmarks.csv): {'yes' if report['test']['ground_truth'] else 'no'}")
     return "\n".join(lines)
 

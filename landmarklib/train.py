@@ -152,7 +152,7 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
     fresh = resume is None         # a resumed run takes its weights from the checkpoint, not the network
     model = create_model(cfg["arch"], fresh and use_pretrained(cfg, cache.synthetic),
                          cfg["weights_path"] if fresh else None,
-                         targets[train_idx].mean(0) if mean_shape is None else mean_shape)
+                         targets.mean(train_idx) if mean_shape is None else mean_shape)
     prepare_model(model, device, cfg["channels_last"])
     writes = run_dir is not None and rank == 0
     if writes and fresh:

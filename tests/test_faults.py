@@ -166,8 +166,8 @@ def _set_coordinate(root, row, value):
 
 
 @pytest.mark.parametrize("breakage, message", [
-    (lambda r: _set_coordinate(r, 4, b"1e30"), r"landmarks.csv:5: point 0 at \(1e\+30, .*\) lies more than an image size"),
-    (lambda r: _set_coordinate(r, 4, b"-9999"), r"landmarks.csv:5: point 0 at \(-9999, .*\) lies more than"),
+    (lambda r: _set_coordinate(r, 4, b"1e30"), r"landmarks.csv:5: point 0 at \(1e\+30, .*\) lies more than 10 image sizes"),
+    (lambda r: _set_coordinate(r, 4, b"-9999"), r"landmarks.csv:5: point 0 at \(-9999, .*\) lies more than 10"),
     (lambda r: _tiny_image(r, 6, (1, 1)), r"landmarks.csv:7: image '.*' is 1x1 px, too small to hold a face"),
     (lambda r: _tiny_image(r, 6, (1, 2000)), r"landmarks.csv:7: image '.*' is 1x2000 px, too small"),
     (lambda r: _truncate_image(r, 8), r"\.jpg: truncated JPEG \(no end-of-image marker\)"),
@@ -204,9 +204,12 @@ def _bomb(root, row):
     p.write_bytes(bytes(b))
 
 
-def test_slightly_outside_points_stay_valid(synth_copy):
+def test_slightly_outside_points_stay_valid_and_wrong_labels_are_left_to_the_eda(synth_copy):
     _set_coordinate(synth_copy, 4, b"-22")
-    assert data.check(synth_copy, workers=1)["train"]["rows_with_negative_coordinates"] >= 1
+    report = data.check(synth_copy, workers=1)["train"]
+    assert report["rows_with_negative_coordinates"] >= 1 and report["rows_beyond_an_image_size"] == 0
+    _set_coordinate(synth_copy, 4, b"-900")             # another image's labels, say: valid input, counted
+    assert data.check(synth_copy, workers=1)["train"]["rows_beyond_an_image_size"] == 1
 
 
 # --- tracebacks and messages without a place ----------------------------------------------------
