@@ -36,6 +36,7 @@ from .train import train_model
 Z_DEFAULT = 12.0        # calibrated on the synthetic set (bench/bench_eda.py); check the histogram on real data
 GEOMETRY_Z = 100.0      # score given to a failed geometry rule: above any sane threshold
 MEDIAN_SAMPLE = 20_000  # rows whose median shape starts an out-of-fold model's head
+SHAPE_CHUNK = 20_000    # shapes aligned and scored at a time (bounded memory at contest scale)
 
 
 def robust_z(x: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
@@ -52,31 +53,56 @@ def centroid_size(shapes: np.ndarray) -> np.ndarray:
     return np.sqrt((c ** 2).sum(-1).mean(-1))
 
 
-def procrustes_align(shapes: np.ndarray, iterations: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Generalized Procrustes: align every shape to the mean by translation, scale and rotation
-    (no reflection, so a mirrored-without-reindexing shape stays wrong). Returns (aligned, mean)."""
+def _complex(shapes: np.ndarray) -> np.ndarray:
+    """Shapes (N, P, 2) centred and scaled to unit centroid size, as complex numbers (N, P) complex64."""
     x = shapes - shapes.mean(1, keepdims=True)
-    z = ((x[..., 0] + 1j * x[..., 1]) / np.maximum(centroid_size(x), 1e-9)[:, None]).astype(np.complex64)  # points as complex numbers
-    mean = z[np.argsort(centroid_size(shapes))[len(z) // 2]]                        # start from a typical shape
+    return ((x[..., 0] + 1j * x[..., 1]) / np.maximum(centroid_size(x), 1e-9)[:, None]).astype(np.complex64)
+
+
+def _rotate_onto(z: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """The best rotation of each shape onto the mean is the phase of sum(conj(z) * mean)."""
+    rot = z.conj() @ mean
+    return z * (rot / np.maximum(np.abs(rot), 1e-12))[:, None]
+
+
+def procrustes_means(shapes: np.ndarray, iterations: int = 3, sample: int = SHAPE_CHUNK, seed: int = 0) -> list[np.ndarray]:
+    """The means of generalized Procrustes, one per iteration (complex, unit RMS), estimated on at
+    most `sample` shapes (all of them when there are fewer): memory bounded at any N."""
+    rows = np.arange(len(shapes)) if len(shapes) <= sample else \
+        np.sort(np.random.default_rng(seed).choice(len(shapes), sample, replace=False))
+    z = _complex(shapes[rows])
+    means = [z[np.argsort(centroid_size(shapes[rows]))[len(z) // 2]]]     # start from a typical shape
     for _ in range(iterations):
-        # The best rotation of each shape onto the mean is the phase of sum(conj(z) * mean).
-        rot = z.conj() @ mean
-        z = z * (rot / np.maximum(np.abs(rot), 1e-12))[:, None]
+        z = _rotate_onto(z, means[-1])
         mean = z.mean(0)
-        mean = mean / np.sqrt((np.abs(mean) ** 2).mean())
-    return np.stack([z.real, z.imag], -1), np.stack([mean.real, mean.imag], -1)
+        means.append(mean / np.sqrt((np.abs(mean) ** 2).mean()))
+    return means
 
 
-def shape_scores(landmarks: np.ndarray, rank: int = 12, fit_max: int = 3000, seed: int = 0) -> np.ndarray:
+def procrustes_align(shapes: np.ndarray, means: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Align each shape to the mean by translation, scale and rotation (no reflection, so a
+    mirrored-without-reindexing shape stays wrong), as generalized Procrustes does, through the
+    same sequence of means. Returns (aligned (N, P, 2), mean (P, 2))."""
+    means = procrustes_means(shapes) if means is None else means
+    z = _complex(shapes)
+    for mean in means[:-1]:
+        z = _rotate_onto(z, mean)
+    return np.stack([z.real, z.imag], -1), np.stack([means[-1].real, means[-1].imag], -1)
+
+
+def shape_scores(landmarks: np.ndarray, rank: int = 12, fit_max: int = 3000, seed: int = 0,
+                 chunk: int = SHAPE_CHUNK) -> np.ndarray:
     """Mean per-point residual (in units of face size) after Procrustes and a rank-`rank` PCA.
 
     The PCA is fitted robustly: a few wild shapes would otherwise each take a component and
     be "explained". Inliers start as the shapes closest to the mean shape, then the basis is
-    refitted twice on the shapes it explains within median + 3 MAD."""
-    aligned, mean = procrustes_align(landmarks)
-    flat = (aligned - mean).reshape(len(aligned), -1).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    fit = flat[rng.choice(len(flat), min(fit_max, len(flat)), replace=False)]
+    refitted twice on the shapes it explains within median + 3 MAD. Shapes are aligned and
+    scored `chunk` at a time, so memory does not grow with the number of shapes beyond the scores."""
+    means = procrustes_means(landmarks, sample=chunk)
+
+    def flat(rows):
+        aligned, mean = procrustes_align(landmarks[rows], means)
+        return (aligned - mean).reshape(len(aligned), -1).astype(np.float32)
 
     def residual(x, basis=None):
         r = x if basis is None else x - (x @ basis.T) @ basis
@@ -87,17 +113,22 @@ def shape_scores(landmarks: np.ndarray, rank: int = 12, fit_max: int = 3000, see
         _, vecs = np.linalg.eigh((c.T @ c).astype(np.float64))   # 1942^2 eigh: much cheaper than an SVD of N rows
         return vecs[:, -rank:].T.astype(np.float32)
 
+    rng = np.random.default_rng(seed)
+    fit = flat(rng.choice(len(landmarks), min(fit_max, len(landmarks)), replace=False))
     r = residual(fit)
     keep = r <= np.quantile(r, 0.8)
     for _ in range(2):
         basis = pca(fit[keep])
         r = residual(fit, basis)
         keep = robust_z(r) <= 3
-    return residual(flat, basis)
+    return np.concatenate([residual(flat(np.arange(i, min(i + chunk, len(landmarks)))), basis)
+                           for i in range(0, len(landmarks), chunk)])
 
 
-def geometry_reasons(landmarks: np.ndarray) -> np.ndarray:
+def geometry_reasons(landmarks: np.ndarray, chunk: int = SHAPE_CHUNK) -> np.ndarray:
     """A failed rule per shape ('' where all hold), in the face's own frame so any pose passes."""
+    if len(landmarks) > chunk:
+        return np.concatenate([geometry_reasons(landmarks[i:i + chunk], chunk) for i in range(0, len(landmarks), chunk)])
     lm = landmarks.astype(np.float64)
     g = {k: lm[:, a:b].mean(1) for k, (a, b) in GROUPS.items()}
     chin = (lm[:, 63] + lm[:, 127]) / 2
@@ -130,12 +161,13 @@ def outside_fraction(landmarks: np.ndarray, sizes: np.ndarray, margin: float = 0
     return ((landmarks < lo) | (landmarks > hi)).any(-1).mean(-1)
 
 
-def out_of_fold_predictions(data_dir: Path | str, folds: int = EDA["folds"], epochs: int = EDA["epochs"],
-                            crop_size: int = EDA["crop_size"], arch: str = "resnet18", augment: str = "full",
-                            device: str = "auto", cache_dir: Path | str | None = None, seed: int = 0,
-                            progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, predictions), both (N, 971, 2) in normalized input coordinates, each prediction
-    from a model trained on the other folds (the whole face kept in view: resize mode pad)."""
+def out_of_fold_disagreement(data_dir: Path | str, folds: int = EDA["folds"], epochs: int = EDA["epochs"],
+                             crop_size: int = EDA["crop_size"], arch: str = "resnet18", augment: str = "full",
+                             device: str = "auto", cache_dir: Path | str | None = None, seed: int = 0,
+                             progress: bool = True) -> dict[str, np.ndarray]:
+    """disagreement() of every label with an out-of-fold prediction: each row is predicted by a model
+    trained on the other folds (the whole face kept in view: resize mode pad), SHAPE_CHUNK rows at a
+    time, so no N x 971 x 2 array of labels or predictions is held."""
     if folds < 2:
         raise ValueError(f"folds: out-of-fold predictions need at least 2 folds, got {folds}")
     dev = resolve_device(device)
@@ -143,7 +175,7 @@ def out_of_fold_predictions(data_dir: Path | str, folds: int = EDA["folds"], epo
     targets = cache.targets()
     n = len(cache)
     fold_of = np.random.default_rng(seed).permutation(n) % folds
-    pred = np.zeros((n, 971, 2), np.float32)
+    out: dict[str, np.ndarray] = {}
     for f in tqdm(range(folds), desc="out-of-fold models", disable=not progress):
         # L1: robust, so the few bad labels in each fold pull the model little; the head starts
         # at the median shape for the same reason.
@@ -155,10 +187,13 @@ def out_of_fold_predictions(data_dir: Path | str, folds: int = EDA["folds"], epo
         model, _ = train_model(cfg, cache, train_idx, device=dev, mean_shape=np.median(targets[sample], 0),
                                progress=False)
         held = np.flatnonzero(fold_of == f)
-        p, rows = predict_normalized(model, BatchLoader(cache.images, None, held, 128, False, device=dev),
-                                     autocast_dtype(dev, cfg["amp"]), flip_tta=True)
-        pred[rows.numpy()] = p.cpu().numpy()
-    return targets[np.arange(n)], pred
+        for i in range(0, len(held), SHAPE_CHUNK):
+            loader = BatchLoader(cache.images, None, held[i:i + SHAPE_CHUNK], 128, False, device=dev)
+            p, rows = predict_normalized(model, loader, autocast_dtype(dev, cfg["amp"]), flip_tta=True)
+            rows = rows.numpy()
+            for name, v in disagreement(targets[rows], p.cpu().numpy()).items():
+                out.setdefault(name, np.zeros(n))[rows] = v
+    return out
 
 
 def disagreement(labels: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
@@ -182,8 +217,8 @@ def score_annotations(data_dir: Path | str, use_model: bool = True, k: float = Z
     geometry = geometry_reasons(lm)
     z["group geometry"] = np.where(geometry != "", GEOMETRY_Z, 0.0)
     if use_model:
-        labels, pred = out_of_fold_predictions(data_dir, progress=progress, **model_kwargs)
-        z |= {name: robust_z(v) for name, v in disagreement(labels, pred).items()}
+        z |= {name: robust_z(v) for name, v in out_of_fold_disagreement(data_dir, progress=progress,
+                                                                        **model_kwargs).items()}
     names = list(z)
     stacked = np.stack([z[n] for n in names], 1)
     bad = np.flatnonzero(~np.isfinite(stacked).all(1))
