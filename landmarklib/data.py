@@ -11,7 +11,10 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,9 +377,6 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
     paths, '..') are refused. The 2020 archive shipped test_points.csv separately: pass it,
     or leave it next to the zip, and it is put into data_dir/test/.
     """
-    import shutil
-    import tempfile
-    import zipfile
     zip_path, data_dir = Path(zip_path), Path(data_dir)
     if not zip_path.is_file():
         raise DataError(f"{zip_path}: contest zip not found")
@@ -384,6 +384,7 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
         local = Path(scratch or tempfile.gettempdir()) / zip_path.name
         if not local.is_file() or local.stat().st_size != zip_path.stat().st_size:
             local.parent.mkdir(parents=True, exist_ok=True)
+            check_free_space(local.parent, zip_path.stat().st_size, f"copying {zip_path.name}")
             with atomic_path(local) as tmp:
                 shutil.copyfile(zip_path, tmp)
         try:
@@ -405,7 +406,6 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
 
 
 def _extract(zf, zip_path: Path, data_dir: Path) -> None:
-    import shutil
     names = zf.namelist()
     csv = next((n for n in names if n.endswith("train/landmarks.csv")), None)
     if csv is None:
@@ -418,14 +418,40 @@ def _extract(zf, zip_path: Path, data_dir: Path) -> None:
         if info.filename.startswith("/") or ".." in Path(info.filename).parts or root not in target.parents:
             raise DataError(f"{zip_path}: member {info.filename!r} would be written outside {data_dir}; "
                             f"refusing to unpack this zip")
-    for info in tqdm(members, desc="unzip", unit="file"):
+    data_dir.mkdir(parents=True, exist_ok=True)
+    todo = [i for i in members if not _unpacked(data_dir / i.filename[len(prefix):], i.file_size)]
+    check_free_space(data_dir, sum(i.file_size for i in todo), f"unpacking {zip_path.name}")
+    for info in tqdm(todo, desc="unzip", unit="file"):   # files already there whole: from an interrupted unpack
         target = data_dir / info.filename[len(prefix):]
-        if target.is_file() and target.stat().st_size == info.file_size:
-            continue   # from an interrupted unpack
         target.parent.mkdir(parents=True, exist_ok=True)
         with zf.open(info) as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
     (data_dir / UNPACKED_MARKER).write_text(f"{zip_path.name}\n")
+
+
+def _unpacked(target: Path, size: int) -> bool:
+    return target.is_file() and target.stat().st_size == size
+
+
+def check_free_space(folder: Path, need: int, what: str) -> None:
+    """Stop before a step that would fill the disk half-way: needed, free and where, in one line."""
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise DataError(f"{folder}: {what} needs {need / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free there; "
+                        f"free some space or choose another folder")
+
+
+def footprint(data_dir: Path | str, cache_dir: Path | str | None = None) -> dict[str, int]:
+    """Bytes on disk of the data set's parts and of each cache folder (for the data notebook)."""
+    def size(folder: Path) -> int:
+        return sum(e.stat().st_size for e in os.scandir(folder) if e.is_file()) if folder.is_dir() else 0
+    d = Path(data_dir)
+    out = {"train/images": size(d / "train" / "images"), "test/images": size(d / "test" / "images"),
+           "csv files": size(d / "train") + size(d / "test")}
+    caches = Path(cache_dir) if cache_dir else d / "cache"
+    if caches.is_dir():
+        out |= {f"cache/{c.name}": size(c) for c in sorted(caches.iterdir()) if c.is_dir()}
+    return out
 
 
 def has_layout(data_dir: Path | str) -> bool:

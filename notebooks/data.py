@@ -87,6 +87,9 @@ print(data.format_report(report))
 for split in ("train", "test"):
     cache = build_cache(data_dir, split, cache_root(data_dir, cache_dir), crop_size, resize_mode)
     print(f"{split}: {cache.images.shape} uint8 in {cache.path}")
+sizes = data.footprint(data_dir, cache_root(data_dir, cache_dir))   # local disk: about 80 GB free in Colab
+print("\n".join(f"{k:>24}: {v / 2**30:7.2f} GiB" for k, v in sizes.items()))
+print(f"{'in all':>24}: {sum(sizes.values()) / 2**30:7.2f} GiB")
 
 # %% [markdown]
 # Training images with their landmarks, coloured by face part:

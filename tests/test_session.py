@@ -197,3 +197,23 @@ def test_a_killed_unpack_is_resumed_and_a_bad_zip_is_named(synth_dir, tmp_path, 
     bad.write_bytes(z.read_bytes()[: z.stat().st_size // 2])
     with pytest.raises(DataError, match=r"truncated.zip: not a readable zip file"):
         unpack_contest(bad, tmp_path / "other", scratch=tmp_path / "s2")
+
+
+def test_unpacking_stops_before_a_full_disk_and_footprint_adds_up(synth_dir, tmp_path, monkeypatch):
+    import landmarklib.data as data_mod
+    z = _zip(synth_dir, tmp_path / "drive" / "contest.zip")
+    real = shutil.disk_usage
+    monkeypatch.setattr(data_mod.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    with pytest.raises(DataError, match=r"scratch: copying contest.zip needs 0.00 GiB, 0.00 GiB free there"):
+        unpack_contest(z, tmp_path / "data", scratch=tmp_path / "scratch")
+    assert not (tmp_path / "data").exists()
+    monkeypatch.setattr(data_mod.shutil, "disk_usage", lambda p: real(p)._replace(
+        free=z.stat().st_size + 10 if "scratch" in str(p) else 1000))
+    with pytest.raises(DataError, match=r"data: unpacking contest.zip needs .* GiB free there"):
+        unpack_contest(z, tmp_path / "data", scratch=tmp_path / "scratch")
+    assert not any(p.is_file() for p in (tmp_path / "data").rglob("*"))
+    monkeypatch.undo()
+    data = unpack_contest(z, tmp_path / "data", scratch=tmp_path / "scratch")
+    sizes = data_mod.footprint(data)
+    images = sum(p.stat().st_size for p in (data / "train" / "images").iterdir())
+    assert sizes["train/images"] == images and sizes["test/images"] > 0 and sizes["csv files"] > 0
