@@ -58,7 +58,11 @@ def declared_parameters(name: str) -> tuple[dict, set[str]]:
 
 def check_parameters(name: str, namespace: dict) -> dict:
     """The notebook's parameters from `namespace` (its globals), each in its default's type; a name
-    that is no parameter of notebooks/<name>.ipynb (a misspelt papermill -p) is an error."""
+    that is no parameter of notebooks/<name>.ipynb (a misspelt papermill -p) is an error. Without the
+    repository's notebooks/ (landmarklib installed on its own) there is nothing to check against."""
+    if not (NOTEBOOKS / f"{name}.py").is_file():
+        print(f"{NOTEBOOKS / (name + '.py')} not found: notebook parameters not checked")
+        return {}
     params, before = declared_parameters(name)
     unknown = sorted(k for k, v in namespace.items()
                      if not k.startswith("_") and k not in params and k not in before and k not in _IPYTHON
