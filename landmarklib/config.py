@@ -239,6 +239,10 @@ def read_run_config(run_dir: Path | str) -> dict:
 def check_same_recipe(run_dir: Path, cfg: dict) -> None:
     """Refuse to resume (or reuse) a run dir that holds another recipe."""
     saved = read_run_config(run_dir)
+    try:   # read as today's config: keys added since take their defaults, older spellings (amp: true) today's
+        saved = make_config({k: v for k, v in saved.items() if k in DEFAULTS})
+    except ValueError:
+        pass   # a recipe today's checks reject: compared as written, so the difference is shown
     diff = {k: (saved.get(k), cfg[k]) for k in cfg if k not in RESUMABLE_KEYS and saved.get(k) != cfg[k]}
     if diff:
         lines = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())

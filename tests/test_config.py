@@ -137,3 +137,13 @@ def test_the_metric_is_the_same_on_numpy_and_torch_and_after_the_codec(rng):
     np.testing.assert_allclose(decode(encode(truth, affine, 64), affine, 64), truth, atol=1e-9)
     np.testing.assert_allclose(decode(torch.from_numpy(encode(truth, affine, 64)), torch.from_numpy(affine), 64).numpy(),
                                truth, atol=1e-9)
+
+
+def test_run_dirs_written_before_new_keys_still_resume(tmp_path):
+    """A config.json from before `compile` existed and when amp was true/false is the same recipe."""
+    from landmarklib.config import check_same_recipe
+    old = {k: v for k, v in make_config({"pretrained": False}).items() if k != "compile"} | {"amp": True}
+    (tmp_path / "config.json").write_text(__import__("json").dumps(old))
+    check_same_recipe(tmp_path, make_config({"pretrained": False}))
+    with pytest.raises(ValueError, match=r"another recipe \(lr: 0.001 there vs 0.01 now\)"):
+        check_same_recipe(tmp_path, make_config({"pretrained": False, "lr": 0.01}))
