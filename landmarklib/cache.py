@@ -42,8 +42,7 @@ def cache_root(data_dir: Path | str, cache_dir: Path | str | None = None) -> Pat
 def _fingerprint(split: Split) -> str:
     """Hash of the listing and every source file's (name, size, mtime): cheap, no decoding."""
     h = hashlib.sha1()
-    csv = split.image_dir.parent / ("landmarks.csv" if split.name == "train" else "test_points.csv")
-    for p in [csv] + [split.image_dir / n for n in split.names]:
+    for p in [split.csv] + [split.image_dir / n for n in split.names]:
         st = p.stat()
         h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
@@ -121,7 +120,7 @@ def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: i
     when interrupted, rebuilt with one line saying why when unreadable)."""
     fit_affine(100, 100, crop_size, mode)  # validates mode early
     src = load_split(data_dir, split)
-    check_images_exist(src, "landmarks.csv" if split == "train" else "test_points.csv")
+    check_images_exist(src)
     out = Path(root) / f"{split}_{crop_size}_{mode}"
     n = len(src.names)
     manifest = {"version": CACHE_VERSION, "split": split, "size": crop_size, "mode": mode,
@@ -262,7 +261,7 @@ class BatchLoader:
     own slice of each global batch, so N ranks see exactly what one process would.
     """
 
-    def __init__(self, images: np.ndarray, targets: "Targets | np.ndarray | None", indices: np.ndarray, batch_size: int,
+    def __init__(self, images: np.ndarray, targets: Targets | None, indices: np.ndarray, batch_size: int,
                  shuffle: bool, seed: int = 0, device: str | torch.device = "cpu", drop_last: bool = False,
                  rank: int = 0, world_size: int = 1, prefetch: int = 3):
         if batch_size % world_size:
@@ -289,11 +288,10 @@ class BatchLoader:
             rows = order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world_size]
             sorted_rows = np.sort(rows)  # memmap reads in file order
             imgs = torch.from_numpy(self.images[sorted_rows])
-            if isinstance(self.targets, Targets):   # labels + affines; encoded on the device in __iter__
+            tg = None
+            if self.targets is not None:   # labels + affines; encoded on the device in __iter__
                 tg = (torch.from_numpy(self.targets.landmarks[sorted_rows]),
                       torch.from_numpy(self.targets.affine[sorted_rows]))
-            else:
-                tg = (torch.from_numpy(self.targets[sorted_rows]),) if self.targets is not None else None
             if self.device.type == "cuda":
                 imgs = imgs.pin_memory()
                 tg = tuple(t.pin_memory() for t in tg) if tg is not None else None
@@ -322,8 +320,8 @@ class BatchLoader:
                     raise item
                 imgs, tg, rows = item
                 if tg is not None:
-                    tg = [t.to(self.device, non_blocking=True) for t in tg]
-                    tg = encode(tg[0], tg[1], self.targets.crop_size).float() if len(tg) == 2 else tg[0]
+                    landmarks, affine = (t.to(self.device, non_blocking=True) for t in tg)
+                    tg = encode(landmarks, affine, self.targets.crop_size).float()
                 yield imgs.to(self.device, non_blocking=True), tg, rows
         finally:
             stop.set()

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from .augment import MODES as AUGMENTS
+from .errors import DataError
 from .geometry import MODES as RESIZE_MODES
 from .losses import LOSSES
 from .models import ARCHS, MIN_INPUT, check_arch
@@ -223,7 +224,6 @@ def run_name(cfg: dict) -> str:
 
 def read_run_config(run_dir: Path | str) -> dict:
     """A run dir's config.json; unreadable is a DataError naming it."""
-    from .errors import DataError
     path = Path(run_dir) / "config.json"
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))

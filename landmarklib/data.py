@@ -229,6 +229,11 @@ class Split:
     def image_path(self, i: int) -> Path:
         return self.image_dir / self.names[i]
 
+    @property
+    def csv(self) -> Path:
+        """The CSV that lists this split's images (line i + 2 is row i)."""
+        return self.image_dir.parent / ("landmarks.csv" if self.name == "train" else "test_points.csv")
+
 
 def load_split(data_dir: Path | str, split: str) -> Split:
     """'train' (landmarks.csv) or 'test' (test_points.csv, plus landmarks.csv when ground truth exists)."""
@@ -250,15 +255,14 @@ def load_split(data_dir: Path | str, split: str) -> Split:
     raise ValueError(f"unknown split {split!r}")
 
 
-def check_images_exist(split: Split, csv_name: str) -> None:
+def check_images_exist(split: Split) -> None:
     """Every listed image must exist, checked up front (not mid-epoch)."""
     if not split.image_dir.is_dir():
         raise DataError(f"{split.image_dir}: image folder not found")
     present = set(os.listdir(split.image_dir))
     missing = [i for i, n in enumerate(split.names) if n not in present]
     if missing:
-        csv = split.image_dir.parent / csv_name
-        raise DataError(f"{_where(csv, missing[0] + 2)}: image {str(split.names[missing[0]])!r} not found in "
+        raise DataError(f"{_where(split.csv, missing[0] + 2)}: image {str(split.names[missing[0]])!r} not found in "
                         f"{split.image_dir} ({len(missing)} listed image(s) missing in all)")
 
 
@@ -304,16 +308,15 @@ def check(data_dir: Path | str, workers: int | None = None) -> dict:
     report: dict = {}
     train = load_split(data_dir, "train")
     test = load_split(data_dir, "test")
-    check_images_exist(train, "landmarks.csv")
-    check_images_exist(test, "test_points.csv")
+    check_images_exist(train)
+    check_images_exist(test)
     for split in (train, test):
         sizes = image_sizes([str(split.image_path(i)) for i in range(len(split.names))], workers,
                             desc=f"{split.name} headers")
-        csv = split.image_dir.parent / ("landmarks.csv" if split.name == "train" else "test_points.csv")
         small = np.flatnonzero(sizes.min(1) < MIN_SIDE)
         if len(small):
             i = small[0]
-            raise DataError(f"{_where(csv, i + 2)}: image {str(split.names[i])!r} is {sizes[i, 0]}x{sizes[i, 1]} px, "
+            raise DataError(f"{_where(split.csv, i + 2)}: image {str(split.names[i])!r} is {sizes[i, 0]}x{sizes[i, 1]} px, "
                             f"too small to hold a face (at least {MIN_SIDE} px a side; {len(small)} such image(s))")
         r = {"images": len(split.names),
              "width": [int(sizes[:, 0].min()), int(sizes[:, 0].max())],
@@ -330,7 +333,7 @@ def check(data_dir: Path | str, workers: int | None = None) -> dict:
             if len(rows):
                 i = rows[0]
                 p = int(np.flatnonzero(absurd[i])[0])
-                raise DataError(f"{_where(csv, i + 2)}: point {p} at ({lm[i, p, 0]:g}, {lm[i, p, 1]:g}) lies more than "
+                raise DataError(f"{_where(split.csv, i + 2)}: point {p} at ({lm[i, p, 0]:g}, {lm[i, p, 1]:g}) lies more than "
                                 f"{FAR_OUTSIDE} image sizes outside its {sizes[i, 0]}x{sizes[i, 1]} image "
                                 f"{str(split.names[i])!r} ({len(rows)} such row(s))")
             beyond = ((lm < -size) | (lm > 2 * size)).any((1, 2))

@@ -70,8 +70,9 @@ def procrustes_means(shapes: np.ndarray, iterations: int = 3, sample: int = SHAP
     most `sample` shapes (all of them when there are fewer): memory bounded at any N."""
     rows = np.arange(len(shapes)) if len(shapes) <= sample else \
         np.sort(np.random.default_rng(seed).choice(len(shapes), sample, replace=False))
-    z = _complex(shapes[rows])
-    means = [z[np.argsort(centroid_size(shapes[rows]))[len(z) // 2]]]     # start from a typical shape
+    picked = shapes[rows]
+    z = _complex(picked)
+    means = [z[np.argsort(centroid_size(picked))[len(z) // 2]]]     # start from a typical shape
     for _ in range(iterations):
         z = _rotate_onto(z, means[-1])
         mean = z.mean(0)
@@ -223,7 +224,7 @@ def score_annotations(data_dir: Path | str, use_model: bool = True, k: float = Z
     stacked = np.stack([z[n] for n in names], 1)
     bad = np.flatnonzero(~np.isfinite(stacked).all(1))
     if len(bad):   # a NaN score would silently rank as clean
-        raise DataError(f"{Path(data_dir) / 'train' / 'landmarks.csv'}:{bad[0] + 2}: annotation score is not a number "
+        raise DataError(f"{split.csv}:{bad[0] + 2}: annotation score is not a number "
                         f"({len(bad)} row(s)); the out-of-fold models diverged or a label is degenerate")
     best = stacked.argmax(1)
     reason = np.array(names, dtype=object)[best]

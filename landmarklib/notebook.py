@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from .config import DEFAULTS, DEMO, QUICK_DEMO, coerce, parse_bool
-from .data import UNPACKED_MARKER, DataError, fingerprint, has_layout, unpack_contest
+from .data import UNPACKED_MARKER, fingerprint, has_layout, unpack_contest
+from .errors import DataError
 from .synth import make_dataset
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"

@@ -1,7 +1,12 @@
 """Where a run executes: the device, the mixed-precision type and the memory format."""
 from __future__ import annotations
 
+import os
+import platform
+import sys
+
 import torch
+import torchvision
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,10 +51,6 @@ def autocast_dtype(device: torch.device, amp: str | bool = "auto") -> torch.dtyp
 def device_report(device: torch.device, amp_dtype: torch.dtype | None, channels_last: bool) -> dict:
     """What a run executes on, for the log and the run dir: device, memory, capability, precision,
     memory format, library versions and CPU count."""
-    import os
-    import platform
-
-    import torchvision
     report = {"device": str(device), "name": platform.processor() or platform.machine(), "memory_gb": None,
               "compute_capability": None,
               "precision": {None: "fp32", torch.bfloat16: "bf16 autocast",
@@ -74,7 +75,6 @@ def format_device_report(r: dict) -> str:
 
 def warn_if_colab_without_gpu(device: torch.device) -> None:
     """In a Colab session on a CPU runtime, say so loudly: training there takes hours, not minutes."""
-    import sys
     if "google.colab" in sys.modules and device.type != "cuda":
         print("=" * 78 + "\nNO GPU: this Colab runtime has no GPU, so training runs on the CPU (very slow).\n"
               "Runtime -> Change runtime type -> Hardware accelerator: GPU (T4), then run all cells again.\n"
