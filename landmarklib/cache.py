@@ -153,13 +153,17 @@ def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: i
     return open_cache(out)
 
 
-def compact_labels(landmarks: np.ndarray) -> np.ndarray:
+def compact_labels(landmarks: np.ndarray, chunk: int = 20_000) -> np.ndarray:
     """int16 when every label is a whole number that fits (the contest's are: -22 .. 1308), half the
-    memory of float32 and exact; float32 otherwise."""
+    memory of float32 and exact; float32 otherwise. Checked a chunk at a time: no full-size temporaries."""
     lm = np.asarray(landmarks)
-    if lm.size and np.all(np.abs(lm) < 32000) and np.array_equal(lm, np.round(lm)):
-        return lm.astype(np.int16)
-    return lm.astype(np.float32)
+    out = np.empty(lm.shape, np.int16)
+    for i in range(0, len(lm), chunk):
+        part = lm[i:i + chunk]
+        if not (np.all(np.abs(part) < 32000) and np.array_equal(part, np.round(part))):
+            return lm.astype(np.float32)
+        out[i:i + chunk] = part
+    return out if lm.size else lm.astype(np.float32)
 
 
 def _save(path: Path, arr: np.ndarray) -> None:

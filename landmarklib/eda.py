@@ -155,17 +155,20 @@ def geometry_reasons(landmarks: np.ndarray, chunk: int = SHAPE_CHUNK) -> np.ndar
     return out
 
 
-def outside_fraction(landmarks: np.ndarray, sizes: np.ndarray, margin: float = 0.1) -> np.ndarray:
+def outside_fraction(landmarks: np.ndarray, sizes: np.ndarray, margin: float = 0.1,
+                     chunk: int = SHAPE_CHUNK) -> np.ndarray:
     """Fraction of points more than margin * image size outside the image (slightly outside is normal)."""
-    lo = -margin * sizes[:, None, :]
-    hi = sizes[:, None, :] * (1 + margin)
-    return ((landmarks < lo) | (landmarks > hi)).any(-1).mean(-1)
+    out = np.empty(len(landmarks))
+    for i in range(0, len(landmarks), chunk):
+        lm, size = landmarks[i:i + chunk], sizes[i:i + chunk, None, :]
+        out[i:i + chunk] = ((lm < -margin * size) | (lm > size * (1 + margin))).any(-1).mean(-1)
+    return out
 
 
 def out_of_fold_disagreement(data_dir: Path | str, folds: int = EDA["folds"], epochs: int = EDA["epochs"],
                              crop_size: int = EDA["crop_size"], arch: str = "resnet18", augment: str = "full",
                              device: str = "auto", cache_dir: Path | str | None = None, seed: int = 0,
-                             progress: bool = True) -> dict[str, np.ndarray]:
+                             max_train_steps: int | None = None, progress: bool = True) -> dict[str, np.ndarray]:
     """disagreement() of every label with an out-of-fold prediction: each row is predicted by a model
     trained on the other folds (the whole face kept in view: resize mode pad), SHAPE_CHUNK rows at a
     time, so no N x 971 x 2 array of labels or predictions is held."""
@@ -182,7 +185,8 @@ def out_of_fold_disagreement(data_dir: Path | str, folds: int = EDA["folds"], ep
         # at the median shape for the same reason.
         cfg = make_config({"arch": arch, "crop_size": crop_size, "resize_mode": "pad", "epochs": epochs,
                            "batch_size": 32, "lr": 2e-3, "schedule": "drop", "drop_at": [max(1, epochs - 1)],
-                           "loss": "l1", "augment": augment, "seed": seed + f})
+                           "loss": "l1", "augment": augment, "seed": seed + f,
+                           "max_train_steps": max_train_steps})
         train_idx = np.flatnonzero(fold_of != f)
         sample = np.sort(np.random.default_rng(f).permutation(train_idx)[:MEDIAN_SAMPLE])   # bounded memory
         model, _ = train_model(cfg, cache, train_idx, device=dev, mean_shape=np.median(targets[sample], 0),

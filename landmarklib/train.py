@@ -112,17 +112,23 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
             "images_per_s": float(stats[1]) / seconds, "data_wait": wait / seconds}
 
 
+@torch.no_grad()
 def evaluate(model, loader: BatchLoader, cache: Cache, queries: dict[int, np.ndarray], amp_dtype=None) -> dict:
-    """Validation MSE in original pixels: over all 971 points and over 30 points per image."""
-    pred, rows = predict_normalized(model, loader, amp_dtype)
-    dev = pred.device
-    rows_np = rows.numpy()
-    orig = decode(pred, torch.from_numpy(cache.affine[rows_np]).to(dev), cache.crop_size)
-    truth = torch.from_numpy(cache.landmarks[rows_np]).to(dev, torch.float64)
-    q = torch.from_numpy(np.stack([queries[int(r)] for r in rows_np])).to(dev)
-    stats = torch.stack([mse_per_image(orig, truth).sum(),
-                         mse_per_image(select_points(orig, q), select_points(truth, q)).sum(),
-                         torch.tensor(float(len(rows_np)), device=dev, dtype=torch.float64)])
+    """Validation MSE in original pixels: over all 971 points and over 30 points per image.
+    Summed batch by batch, so memory does not grow with the validation split (78,786 images in 2020)."""
+    model.eval()
+    dev = loader.device
+    stats = torch.zeros(3, dtype=torch.float64, device=dev)
+    for images, _, rows in loader:
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            pred = model(to_nchw(images)).float()
+        rows_np = rows.numpy()
+        orig = decode(pred, torch.from_numpy(cache.affine[rows_np]).to(dev), cache.crop_size)
+        truth = torch.from_numpy(cache.landmarks[rows_np]).to(dev, torch.float64)
+        q = torch.from_numpy(np.stack([queries[int(r)] for r in rows_np])).to(dev)
+        stats += torch.stack([mse_per_image(orig, truth).sum(),
+                              mse_per_image(select_points(orig, q), select_points(truth, q)).sum(),
+                              torch.tensor(float(len(rows_np)), device=dev, dtype=torch.float64)])
     if dist.is_initialized():
         dist.all_reduce(stats)
     return {"val_mse_px": float(stats[0] / stats[2]), "val_mse30_px": float(stats[1] / stats[2])}
