@@ -16,6 +16,10 @@ from .config import QUICK, check_same_recipe, make_config, run_name
 from .schedules import default_drop_at
 
 
+GRIDS = ("lr_drop", "loss", "arch", "blocklist", "warmup", "resize", "optimizer", "augment", "restarts", "batch")
+ADAMW_DECAY = 0.05
+
+
 def grid(name: str, epochs: int, blocklist: str | None = None) -> dict[str, dict]:
     """Named grids: label -> overrides of the base recipe. Drop epochs scale with `epochs`."""
     one = default_drop_at(epochs)
@@ -35,10 +39,29 @@ def grid(name: str, epochs: int, blocklist: str | None = None) -> dict[str, dict
             raise ValueError("the blocklist grid needs blocklist= (bad_annotations.csv from the EDA notebook)")
         return {"all rows": {"blocklist": None}, "without flagged rows": {"blocklist": blocklist}}
     if name == "warmup":
-        return {"no warmup": {"warmup_epochs": 0}, "1-epoch warmup": {"warmup_epochs": 1}}
+        return {"no warmup": {"warmup": 0.0}, "5 % warmup": {"warmup": 0.05}, "20 % warmup": {"warmup": 0.2}}
     if name == "resize":
         return {"centre crop": {"resize_mode": "crop"}, "pad (whole face)": {"resize_mode": "pad"}}
-    raise ValueError(f"unknown grid {name!r}; choose lr_drop, loss, arch, blocklist, warmup or resize")
+    if name == "optimizer":   # AdamW with weight decay 0 is Adam: the switch only turns the decay on
+        return {"adam": {"optimizer": "adam", "weight_decay": 0.0},
+                "adamw": {"optimizer": "adamw", "weight_decay": ADAMW_DECAY},
+                "adam, adamw from 1/2": {"optimizer": "adamw", "weight_decay": ADAMW_DECAY, "weight_decay_from": 0.5}}
+    if name == "augment":
+        return {mode: {"augment": mode} for mode in ("none", "flip", "full")}
+    if name == "restarts":   # the report: back to the peak after the drop, then a second drop (no gain seen)
+        if epochs < 4:
+            raise ValueError(f"the restarts grid needs at least 4 epochs (drop, restart, drop), got {epochs}")
+        first = max(1, round(epochs / 3))
+        restart = max(first + 1, round(epochs / 2))
+        second = min(epochs - 1, max(restart + 1, round(epochs * 5 / 6)))
+        return {f"one drop @{one[0]}": {"schedule": "drop", "drop_at": one},
+                f"drop @{first}, restart @{restart}, drop @{second}":
+                    {"schedule": "drop", "drop_at": [first, second], "restart_at": [restart]},
+                "cosine": {"schedule": "cosine"}}
+    if name == "batch":       # lr is quoted for batch 64 and scaled by sqrt(batch / 64) (lr_scaling)
+        return {"batch 64": {"batch_size": 64}, "batch 256, lr x2 (sqrt)": {"batch_size": 256},
+                "batch 256, lr x4 (linear)": {"batch_size": 256, "lr_scaling": "linear"}}
+    raise ValueError(f"unknown grid {name!r}; choose one of {', '.join(GRIDS)}")
 
 
 def _config(base: dict, overrides: dict, seed: int, quick: bool = False) -> dict:
@@ -88,18 +111,21 @@ def histories(runs: dict[str, list[Path]]) -> dict[str, list[pd.DataFrame]]:
 
 
 def results_table(runs: dict[str, list[Path]], knob: str) -> pd.DataFrame:
-    """One row per configuration: final and best validation MSE (original px), mean and spread over seeds."""
+    """One row per configuration: final and best validation MSE (original px), mean and spread over
+    seeds, and the training throughput (median images/s of each run's epochs, mean over seeds)."""
     rows = []
     for label, dirs in runs.items():
-        finals, bests = [], []
+        finals, bests, speeds = [], [], []
         for d in dirs:
             h = pd.read_csv(d / "history.csv")
             finals.append(h["val_mse_px"].iloc[-1])
             bests.append(h["val_mse_px"].min())
+            speeds.append(h["images_per_s"].median())
         s = pd.Series(finals)
         rows.append({"knob": knob, "configuration": label, "seeds": len(dirs), "final_mse_px": s.mean(),
                      "final_std": s.std(ddof=0), "final_min": s.min(), "final_max": s.max(),
                      "best_epoch_mse_px": float(pd.Series(bests).mean()),
+                     "train_images_per_s": float(pd.Series(speeds).mean()),
                      "recipe": json.loads((dirs[0] / "config.json").read_text())["name"]})
     return pd.DataFrame(rows)
 
@@ -131,11 +157,11 @@ def write_results(table: pd.DataFrame, out_dir: Path | str, stem: str = "results
 
 
 def drop_epochs(configs: dict[str, dict], base: dict) -> dict[str, list[int]]:
-    """Epochs where each configuration drops its LR (for the plot's markers)."""
+    """Epochs where each configuration drops its LR (for the plot's markers), as its run resolves them."""
     out = {}
     for label, ov in configs.items():
-        cfg = base | ov
-        out[label] = list(cfg.get("drop_at", [])) if cfg.get("schedule") == "drop" else []
+        cfg = _config(base, ov, 0)
+        out[label] = list(cfg["drop_at"]) if cfg["schedule"] == "drop" else []
     return out
 
 

@@ -15,7 +15,7 @@ from .geometry import MODES as RESIZE_MODES
 from .losses import LOSSES
 from .models import ARCHS, MIN_INPUT, check_arch
 from .runtime import AMP_MODES
-from .schedules import SCHEDULES, default_drop_at
+from .schedules import LR_BATCH, LR_SCALINGS, SCHEDULES, default_drop_at
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -29,16 +29,20 @@ DEFAULTS: dict = {
     "pretrained": "auto",
     "weights_path": None,
     "epochs": 12,
-    "batch_size": 64,
-    "lr": 1e-3,
-    "optimizer": "adam",
+    "batch_size": 32,
+    "lr": 2e-3,
+    "optimizer": "adamw",
     "momentum": 0.9,
     "nesterov": True,
-    "weight_decay": 0.0,
-    "schedule": "drop",
+    "weight_decay": 0.01,
+    "schedule": "cosine",
     "drop_at": None,
     "drop_factor": 0.1,
-    "warmup_epochs": 1,           # from random init, full LR at step 0 hurts
+    "warmup": 0.1,                # from random init, full LR at step 0 hurts
+    "restart_at": [],
+    "weight_decay_from": 0.0,
+    "lr_scaling": "sqrt",
+    "recipe": "landmarklib",
     "t0": 4,
     "t_mult": 1,
     "plateau_patience": 1,
@@ -78,7 +82,14 @@ HELP: dict[str, str] = {
     "schedule": "LR schedule",
     "drop_at": "epochs where the drop schedule multiplies the LR by drop_factor (default: at 2/3 of the run)",
     "drop_factor": "LR multiplier at each drop (also reduce-on-plateau's)",
-    "warmup_epochs": "linear LR ramp from ~0 over this many epochs (any schedule but onecycle)",
+    "warmup": "linear LR ramp from ~0 over this fraction of the run (any schedule but onecycle)",
+    "restart_at": "epochs where the drop schedule goes back to the peak LR (then drops again at the next drop_at)",
+    "weight_decay_from": "fraction of the run before which weight decay is off (0.5 with adamw: Adam, then AdamW "
+                         "from half-way)",
+    "lr_scaling": f"lr is quoted for a batch of {LR_BATCH}; other batch sizes scale it by the square root of the "
+                  "ratio, linearly, or not at all",
+    "recipe": "a named recipe under your overrides: landmarklib (these defaults) or seed (Adam 1e-3, batch 64, "
+              "x0.1 at epoch 8 of 12, no warmup: the report's)",
     "t0": "warm_restarts: first period in epochs",
     "t_mult": "warm_restarts: period multiplier",
     "plateau_patience": "plateau: epochs without improvement before a drop",
@@ -103,8 +114,16 @@ HELP: dict[str, str] = {
 
 CHOICES: dict[str, tuple] = {
     "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES,
-    "resize_mode": RESIZE_MODES, "augment": AUGMENTS, "amp": AMP_MODES,
+    "resize_mode": RESIZE_MODES, "augment": AUGMENTS, "amp": AMP_MODES, "lr_scaling": LR_SCALINGS,
+    "recipe": ("landmarklib", "seed"),
 }
+# Named recipes: DEFAULTS | RECIPES[cfg['recipe']] | the overrides that differ from DEFAULTS.
+RECIPES: dict[str, dict] = {
+    "landmarklib": {},
+    "seed": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "epochs": 12,
+             "schedule": "drop", "drop_factor": 0.1, "warmup": 0.0, "lr_scaling": "none"},
+}
+LIST_KEYS = ("drop_at", "restart_at")
 # Keys whose default is None but which take a number when given.
 INT_OR_NONE = ("workers", "max_train_steps")
 # Keys that may differ when resuming a run dir without changing what the run computes.
@@ -168,21 +187,26 @@ def coerce(key: str, value, default, int_or_none: bool = False):
 
 
 def make_config(overrides: dict | None = None) -> dict:
-    """DEFAULTS with `overrides` applied, checked: unknown keys, types, choices and ranges are errors."""
+    """DEFAULTS, then the named recipe's values, then `overrides`, checked: unknown keys, types,
+    choices and ranges are errors. An override equal to its default leaves the recipe's value."""
     overrides = dict(overrides or {})
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    cfg = dict(DEFAULTS)
+    given = {}
     for key, value in overrides.items():
         if key == "amp" and (isinstance(value, bool) or str(value).lower() in _TRUE | _FALSE):
             value = "auto" if parse_bool(value, key) else "off"     # amp=True/False of older configs
         if key == "pretrained":
-            cfg[key] = "auto" if str(value).lower() == "auto" else parse_bool(value, key)
-        elif key == "drop_at" and value is not None:
-            cfg[key] = int_list(value, key)
+            given[key] = "auto" if str(value).lower() == "auto" else parse_bool(value, key)
+        elif key in LIST_KEYS and value is not None:
+            given[key] = int_list(value, key)
         else:
-            cfg[key] = coerce(key, value, DEFAULTS[key], key in INT_OR_NONE)
+            given[key] = coerce(key, value, DEFAULTS[key], key in INT_OR_NONE)
+    recipe = given.get("recipe", DEFAULTS["recipe"])
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    cfg = DEFAULTS | RECIPES[recipe] | {k: v for k, v in given.items() if v != DEFAULTS[k]}
     if cfg["drop_at"] is None:
         cfg["drop_at"] = default_drop_at(cfg["epochs"])
     check_arch(cfg["arch"])
@@ -192,6 +216,9 @@ def make_config(overrides: dict | None = None) -> dict:
     for key in ("epochs", "batch_size", "crop_size"):
         if cfg[key] < 1:
             raise ValueError(f"{key}: must be at least 1, got {cfg[key]}")
+    for key in ("warmup", "weight_decay_from"):
+        if not 0 <= cfg[key] < 1:
+            raise ValueError(f"{key}: a fraction of the run in [0, 1), got {cfg[key]}")
     if not 0 < cfg["val_fraction"] < 1:
         raise ValueError(f"val_fraction: must be between 0 and 1, got {cfg['val_fraction']}")
     if cfg["lr"] <= 0:

@@ -36,7 +36,8 @@ from .train import train_model
 Z_DEFAULT = 12.0        # calibrated on the synthetic set (bench/bench_eda.py); check the histogram on real data
 GEOMETRY_Z = 100.0      # score given to a failed geometry rule: above any sane threshold
 MEDIAN_SAMPLE = 20_000  # rows whose median shape starts an out-of-fold model's head
-SHAPE_CHUNK = 20_000    # shapes aligned and scored at a time (bounded memory at contest scale)
+MEAN_SAMPLE = 20_000    # shapes the Procrustes means are estimated on
+SHAPE_CHUNK = 5_000     # shapes aligned, scored or predicted at a time (~0.4 GB of work at any N)
 
 
 def robust_z(x: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
@@ -65,7 +66,7 @@ def _rotate_onto(z: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return z * (rot / np.maximum(np.abs(rot), 1e-12))[:, None]
 
 
-def procrustes_means(shapes: np.ndarray, iterations: int = 3, sample: int = SHAPE_CHUNK, seed: int = 0) -> list[np.ndarray]:
+def procrustes_means(shapes: np.ndarray, iterations: int = 3, sample: int = MEAN_SAMPLE, seed: int = 0) -> list[np.ndarray]:
     """The means of generalized Procrustes, one per iteration (complex, unit RMS), estimated on at
     most `sample` shapes (all of them when there are fewer): memory bounded at any N."""
     rows = np.arange(len(shapes)) if len(shapes) <= sample else \
@@ -92,14 +93,14 @@ def procrustes_align(shapes: np.ndarray, means: list[np.ndarray] | None = None) 
 
 
 def shape_scores(landmarks: np.ndarray, rank: int = 12, fit_max: int = 3000, seed: int = 0,
-                 chunk: int = SHAPE_CHUNK) -> np.ndarray:
+                 chunk: int = SHAPE_CHUNK, mean_sample: int = MEAN_SAMPLE) -> np.ndarray:
     """Mean per-point residual (in units of face size) after Procrustes and a rank-`rank` PCA.
 
     The PCA is fitted robustly: a few wild shapes would otherwise each take a component and
     be "explained". Inliers start as the shapes closest to the mean shape, then the basis is
     refitted twice on the shapes it explains within median + 3 MAD. Shapes are aligned and
     scored `chunk` at a time, so memory does not grow with the number of shapes beyond the scores."""
-    means = procrustes_means(landmarks, sample=chunk)
+    means = procrustes_means(landmarks, sample=mean_sample)
 
     def flat(rows):
         aligned, mean = procrustes_align(landmarks[rows], means)

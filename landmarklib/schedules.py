@@ -1,14 +1,24 @@
 """Learning-rate schedules as plain functions of the (fractional) epoch, nanoGPT style.
 
-The training loop sets every param group's lr to base_lr * lr_factor(cfg, t) * plateau.scale
-before each step, with t = epoch + step / steps_per_epoch. Only reduce-on-plateau keeps
-state (Plateau, saved in the checkpoint).
+The training loop sets every param group's lr to peak_lr(cfg) * lr_factor(cfg, t) * plateau.scale
+before each step, with t = epoch + step / steps_per_epoch. Warmup and the default drop are
+fractions of the run, so one recipe holds from the demo set's few hundred steps to the contest's
+tens of thousands. Only reduce-on-plateau keeps state (Plateau, saved in the checkpoint).
 """
 from __future__ import annotations
 
 import math
 
 SCHEDULES = ("constant", "drop", "plateau", "cosine", "warm_restarts", "onecycle")
+LR_SCALINGS = ("sqrt", "linear", "none")
+LR_BATCH = 32   # the batch size cfg['lr'] is quoted for (the default); other batches scale it by cfg['lr_scaling']
+
+
+def peak_lr(cfg: dict) -> float:
+    """cfg['lr'] scaled from a batch of LR_BATCH to cfg['batch_size']: by the square root of the ratio
+    (what keeps Adam's update noise level; the default), linearly (SGD's rule), or not at all."""
+    ratio = cfg["batch_size"] / LR_BATCH
+    return cfg["lr"] * {"sqrt": ratio ** 0.5, "linear": ratio, "none": 1.0}[cfg["lr_scaling"]]
 
 
 def default_drop_at(epochs: int) -> list[int]:
@@ -17,15 +27,19 @@ def default_drop_at(epochs: int) -> list[int]:
 
 
 def lr_factor(cfg: dict, t: float) -> float:
-    """Multiplier of cfg['lr'] at fractional epoch t (0 <= t <= cfg['epochs']).
+    """Multiplier of the peak LR at fractional epoch t (0 <= t <= cfg['epochs']).
 
-    warmup_epochs > 0 ramps any schedule but onecycle (which has its own) linearly up from ~0."""
-    name, epochs, warm = cfg["schedule"], cfg["epochs"], cfg.get("warmup_epochs", 0)
+    warmup > 0 ramps any schedule but onecycle (which has its own) linearly up from ~0 over that
+    fraction of the run."""
+    name, epochs = cfg["schedule"], cfg["epochs"]
+    warm = cfg["warmup"] * epochs
     ramp = min(1.0, t / warm + 1e-3) if warm and name != "onecycle" else 1.0
     if name in ("constant", "plateau"):
         return ramp
-    if name == "drop":   # x drop_factor at the start of each epoch listed in drop_at
-        return ramp * cfg["drop_factor"] ** sum(math.floor(t) >= e for e in cfg["drop_at"])
+    if name == "drop":   # x drop_factor at the start of each epoch in drop_at; back to the peak at each restart_at
+        epoch = math.floor(t)
+        since = max([r for r in cfg["restart_at"] if epoch >= r], default=0)
+        return ramp * cfg["drop_factor"] ** sum(since <= e <= epoch for e in cfg["drop_at"])
     if name == "cosine":         # after the warmup, one cosine from 1 to 0 over the remaining epochs
         if t < warm:
             return ramp
@@ -42,6 +56,12 @@ def lr_factor(cfg: dict, t: float) -> float:
         frac = min(1.0, (t - up) / max(1e-9, epochs - up))
         return 4e-6 + (1 - 4e-6) * 0.5 * (1 + math.cos(math.pi * frac))
     raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+
+
+def weight_decay_at(cfg: dict, t: float) -> float:
+    """Weight decay at fractional epoch t: off before weight_decay_from (a fraction of the run). With
+    adamw that is Adam first, then AdamW: AdamW without decay is exactly Adam."""
+    return cfg["weight_decay"] if t >= cfg["weight_decay_from"] * cfg["epochs"] else 0.0
 
 
 class Plateau:

@@ -29,7 +29,7 @@ from . import checkpoint
 from .atomic import atomic_path, run_lock, write_json
 from .augment import augment, to_nchw
 from .cache import BatchLoader, Cache, build_cache, cache_root
-from .config import (CHOICES, DEFAULTS, HELP, INT_OR_NONE, OPTIMIZERS, check_same_data, check_same_recipe,
+from .config import (CHOICES, DEFAULTS, HELP, INT_OR_NONE, LIST_KEYS, OPTIMIZERS, check_same_data, check_same_recipe,
                      make_config, resolve_run_dir, run_name, use_pretrained)
 from .data import fingerprint, read_blocklist, split_indices
 from .errors import DataError, check_output, cli
@@ -40,7 +40,7 @@ from .models import create_model
 from .predict import predict_normalized
 from .runtime import (autocast_dtype, device_report, format_device_report, prepare_model, resolve_device,
                       warn_if_colab_without_gpu)
-from .schedules import Plateau, lr_factor
+from .schedules import Plateau, lr_factor, peak_lr, weight_decay_at
 from .tblog import RunLog
 
 LOG_EVERY = 25   # steps between reads of the loss (progress bar, TensorBoard)
@@ -77,9 +77,10 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
         t0 = time.perf_counter()
         images, targets, _ = next(it)
         wait += time.perf_counter() - t0
-        lr = cfg["lr"] * lr_factor(cfg, epoch + step / steps) * lr_scale
+        t = epoch + step / steps
+        lr = peak_lr(cfg) * lr_factor(cfg, t) * lr_scale
         for g in optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"], g["weight_decay"] = lr, weight_decay_at(cfg, t)
         x, y = augment(images, targets, cfg["augment"], generator)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             pred = model(x)
@@ -196,7 +197,7 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
                   initial=start_epoch, total=cfg["epochs"])
     for epoch in epochs:
         train_loader.set_epoch(epoch)
-        lr = cfg["lr"] * lr_factor(cfg, epoch + 0.5) * plateau.scale   # mid-epoch: a warmup epoch shows half
+        lr = peak_lr(cfg) * lr_factor(cfg, epoch + 0.5) * plateau.scale   # mid-epoch: a warmup epoch shows half
         stats = train_one_epoch(net, train_loader, optimizer, loss_fn, cfg, epoch, lr_scale=plateau.scale,
                                 scaler=scaler, amp_dtype=amp_dtype, generator=generator, progress=progress, log=log)
         if val_idx is not None:
@@ -357,7 +358,7 @@ def get_args_parser() -> argparse.ArgumentParser:
             p.add_argument(flag, nargs="?", const="true", default=default, metavar="auto|true|false", help=HELP[key])
         elif isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP[key])
-        elif key == "drop_at":
+        elif key in LIST_KEYS:
             p.add_argument(flag, type=int, nargs="*", default=default, metavar="EPOCH", help=HELP[key])
         else:
             kind = int if key in INT_OR_NONE else type(default) if default is not None else str

@@ -4,21 +4,44 @@ import pandas as pd
 import pytest
 
 from landmarklib import ablation
+from landmarklib.config import make_config, run_name
+from landmarklib.schedules import lr_factor, peak_lr, weight_decay_at
 
 
-@pytest.mark.parametrize("name", ["lr_drop", "loss", "arch", "blocklist", "warmup", "resize"])
-def test_each_grid_turns_one_knob(name):
+# The knobs each grid may turn: one question per grid (a schedule needs its epochs, AdamW its decay,
+# a batch size its LR rule).
+KNOBS = {"lr_drop": {"schedule", "drop_at"}, "restarts": {"schedule", "drop_at", "restart_at"},
+         "optimizer": {"optimizer", "weight_decay", "weight_decay_from"}, "batch": {"batch_size", "lr_scaling"}}
+
+
+@pytest.mark.parametrize("name", ablation.GRIDS)
+def test_each_grid_turns_one_knob_and_makes_valid_configs(name):
     g = ablation.grid(name, 12, blocklist="bad.csv")
     knobs = {k for overrides in g.values() for k in overrides}
     assert len(g) >= 2
-    assert knobs <= {"schedule", "drop_at"} if name == "lr_drop" else len(knobs) == 1
+    assert knobs <= KNOBS[name] if name in KNOBS else len(knobs) == 1
+    cfgs = [make_config({"epochs": 12} | ov) for ov in g.values()]      # every arm is a valid run
+    assert len({run_name(c) for c in cfgs}) == len(g)                     # and a run of its own
+
+
+def test_the_new_grids_ask_the_reports_questions():
+    opt = {label: make_config(ov | {"epochs": 12}) for label, ov in ablation.grid("optimizer", 12).items()}
+    assert [weight_decay_at(c, 0) for c in opt.values()] == [0.0, ablation.ADAMW_DECAY, 0.0]
+    assert weight_decay_at(opt["adam, adamw from 1/2"], 6) == ablation.ADAMW_DECAY          # the switch at 6 of 12
+    assert [c["augment"] for c in map(make_config, ablation.grid("augment", 6).values())] == ["none", "flip", "full"]
+    restarts = make_config(ablation.grid("restarts", 5)["drop @2, restart @3, drop @4"] | {"epochs": 5, "warmup": 0})
+    assert [lr_factor(restarts, e) for e in range(5)] == pytest.approx([1, 1, 0.1, 1, 0.1])   # up again, down again
+    batch = [make_config(ov | {"lr": 1e-3}) for ov in ablation.grid("batch", 6).values()]
+    assert [(c["batch_size"], peak_lr(c)) for c in batch] == pytest.approx([(64, 1e-3), (256, 2e-3), (256, 4e-3)])
+    with pytest.raises(ValueError, match="at least 4 epochs"):
+        ablation.grid("restarts", 3)
 
 
 def test_lr_drop_grid_scales_with_epochs():
     g = ablation.grid("lr_drop", 12)
     assert g["one drop @8"]["drop_at"] == [8] and g["two drops @6,9"]["drop_at"] == [6, 9]
     with pytest.raises(ValueError, match="unknown grid"):
-        ablation.grid("optimizer", 12)
+        ablation.grid("dropout", 12)
     with pytest.raises(ValueError, match="needs blocklist"):
         ablation.grid("blocklist", 12)
 
@@ -32,7 +55,7 @@ def test_run_dirs_are_named_by_recipe_and_differ_per_knob(tmp_path):
 
 def test_every_grid_gets_its_own_run_dirs(tmp_path):
     base = {"arch": "resnet18", "epochs": 6}
-    for name in ["lr_drop", "loss", "arch", "blocklist", "warmup", "resize"]:
+    for name in ablation.GRIDS:
         g = ablation.grid(name, 6, blocklist="bad.csv")
         assert len({ablation.run_dir_for(base, ov, 0, tmp_path) for ov in g.values()}) == len(g), name
 
@@ -50,12 +73,14 @@ def test_results_table_and_markdown(tmp_path):
         for seed, final in enumerate(finals):
             d = tmp_path / f"{label}{seed}"
             d.mkdir()
-            pd.DataFrame({"epoch": [1, 2], "val_mse_px": [20.0, final]}).to_csv(d / "history.csv", index=False)
+            pd.DataFrame({"epoch": [1, 2], "val_mse_px": [20.0, final], "images_per_s": [100.0, 300.0]}).to_csv(
+                d / "history.csv", index=False)
             (d / "config.json").write_text(json.dumps({"name": f"recipe-{label}"}))
             runs.setdefault(label, []).append(d)
     t = ablation.results_table(runs, "knob")
     assert t.set_index("configuration").loc["a", "final_mse_px"] == 11.0
     assert t.set_index("configuration").loc["a", "final_std"] == 1.0
+    assert t.set_index("configuration").loc["a", "train_images_per_s"] == 200.0
     assert ablation.best_configuration(t) == "b"
     assert ablation.is_finished(runs["a"][0], 2) and not ablation.is_finished(runs["a"][0], 3)
     csv, md = ablation.write_results(t, tmp_path / "out")

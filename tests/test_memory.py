@@ -56,7 +56,7 @@ def _shape_stage_peak(landmarks) -> int:
     from landmarklib import eda
     tracemalloc.start()
     try:
-        eda.shape_scores(landmarks, fit_max=300, chunk=250)
+        eda.shape_scores(landmarks, fit_max=300, chunk=250, mean_sample=250)
         eda.geometry_reasons(landmarks, chunk=250)
         return tracemalloc.get_traced_memory()[1]
     finally:

@@ -4,17 +4,49 @@ import pytest
 import torch
 
 from landmarklib.losses import make_loss
-from landmarklib.schedules import Plateau, lr_factor
+from landmarklib.schedules import Plateau, lr_factor, peak_lr, weight_decay_at
 from landmarklib.config import make_config
 
 
 def _lrs(**cfg):
-    c = make_config({"warmup_epochs": 0} | cfg)
+    c = make_config({"warmup": 0, "lr_scaling": "none"} | cfg)
     return [c["lr"] * lr_factor(c, e) for e in range(c["epochs"])]
 
 
 def test_seed_recipe_8_epochs_at_1e3_then_4_at_1e4():
     assert _lrs(schedule="drop", lr=1e-3, drop_at=[8], drop_factor=0.1, epochs=12) == pytest.approx([1e-3] * 8 + [1e-4] * 4)
+
+
+def test_the_seed_recipe_by_name():
+    c = make_config({"recipe": "seed"})
+    assert (c["optimizer"], c["lr"], c["batch_size"], c["epochs"], c["warmup"]) == ("adam", 1e-3, 64, 12, 0.0)
+    assert [peak_lr(c) * lr_factor(c, e) for e in range(12)] == pytest.approx([1e-3] * 8 + [1e-4] * 4)
+    # an override that differs from the defaults wins; one equal to a default leaves the recipe's value
+    assert make_config({"recipe": "seed", "epochs": 6})["drop_at"] == [4]
+    assert make_config({"recipe": "seed", "arch": "resnext50"})["arch"] == "resnext50"
+    assert make_config({"recipe": "seed", "optimizer": make_config()["optimizer"]})["optimizer"] == "adam"
+    with pytest.raises(ValueError, match="recipe"):
+        make_config({"recipe": "mine"})
+
+
+def test_lr_is_quoted_for_batch_64_and_scaled():
+    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 64})) == pytest.approx(1e-3)
+    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 256})) == pytest.approx(2e-3)          # sqrt(4)
+    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 16})) == pytest.approx(5e-4)           # sqrt(1/4)
+    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 256, "lr_scaling": "linear"})) == pytest.approx(4e-3)
+    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 256, "lr_scaling": "none"})) == pytest.approx(1e-3)
+
+
+def test_restart_goes_back_to_the_peak_and_drops_again():
+    assert _lrs(schedule="drop", lr=1.0, drop_at=[2, 4], restart_at=[3], epochs=5) == pytest.approx([1, 1, 0.1, 1, 0.1])
+
+
+def test_weight_decay_switches_on_part_way():
+    c = make_config({"optimizer": "adamw", "weight_decay": 0.05, "weight_decay_from": 0.5, "epochs": 6})
+    assert [weight_decay_at(c, t) for t in (0, 2.9, 3.0, 5.5)] == [0.0, 0.0, 0.05, 0.05]
+    assert weight_decay_at(make_config({"weight_decay": 0.05, "weight_decay_from": 0.0}), 0) == 0.05
+    with pytest.raises(ValueError, match="weight_decay_from"):
+        make_config({"weight_decay_from": 1.5})
 
 
 def test_two_drops_and_constant():
@@ -23,15 +55,15 @@ def test_two_drops_and_constant():
     assert _lrs(schedule="constant", lr=0.3, epochs=3) == pytest.approx([0.3] * 3)
 
 
-def test_warmup_ramps_any_schedule_over_its_epochs():
-    c = make_config({"schedule": "drop", "epochs": 12, "drop_at": [8], "warmup_epochs": 1})
+def test_warmup_ramps_any_schedule_over_its_fraction_of_the_run():
+    c = make_config({"schedule": "drop", "epochs": 12, "drop_at": [8], "warmup": 1 / 12})
     assert lr_factor(c, 0.5) == pytest.approx(0.5, abs=2e-3)
     assert lr_factor(c, 1.0) == 1.0 and lr_factor(c, 8.0) == pytest.approx(0.1)
     assert make_config({"epochs": 12})["drop_at"] == [8] and make_config({"epochs": 5})["drop_at"] == [3]
 
 
 def test_cosine_with_warmup():
-    c = make_config({"schedule": "cosine", "epochs": 10, "warmup_epochs": 2})
+    c = make_config({"schedule": "cosine", "epochs": 10, "warmup": 0.2})
     assert lr_factor(c, 1.0) == pytest.approx(0.5, abs=2e-3)             # halfway up the warmup
     assert lr_factor(c, 2.0) == pytest.approx(1.0)
     assert lr_factor(c, 6.0) == pytest.approx(0.5)                       # halfway down: (1 + cos(pi/2)) / 2
@@ -39,7 +71,7 @@ def test_cosine_with_warmup():
 
 
 def test_warm_restarts_period_and_multiplier():
-    c = make_config({"schedule": "warm_restarts", "epochs": 12, "t0": 2, "t_mult": 2, "warmup_epochs": 0})
+    c = make_config({"schedule": "warm_restarts", "epochs": 12, "t0": 2, "t_mult": 2, "warmup": 0})
     assert [lr_factor(c, t) for t in (0, 1, 2, 3, 4, 6, 8)] == pytest.approx(
         [1, 0.5, 1, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 1, 0.5 * (1 + math.cos(math.pi / 4))])
 
