@@ -58,9 +58,9 @@ def grid(name: str, epochs: int, blocklist: str | None = None) -> dict[str, dict
                 f"drop @{first}, restart @{restart}, drop @{second}":
                     {"schedule": "drop", "drop_at": [first, second], "restart_at": [restart]},
                 "cosine": {"schedule": "cosine"}}
-    if name == "batch":       # lr is quoted for batch 64 and scaled by sqrt(batch / 64) (lr_scaling)
-        return {"batch 64": {"batch_size": 64}, "batch 256, lr x2 (sqrt)": {"batch_size": 256},
-                "batch 256, lr x4 (linear)": {"batch_size": 256, "lr_scaling": "linear"}}
+    if name == "batch":       # lr is quoted for batch 32 and scaled by sqrt(batch / 32) unless lr_scaling says linear
+        return {"batch 64": {"batch_size": 64}, "batch 256, lr scaled by sqrt": {"batch_size": 256},
+                "batch 256, lr scaled linearly": {"batch_size": 256, "lr_scaling": "linear"}}
     raise ValueError(f"unknown grid {name!r}; choose one of {', '.join(GRIDS)}")
 
 

@@ -239,10 +239,11 @@ def notebook_config(namespace: dict, quick: bool = False) -> dict:
 
 def run_name(cfg: dict) -> str:
     """A run's recipe in its name (MMPose style): arch, loss, batch, epochs, input, schedule, ...,
-    then every other recipe key that differs from DEFAULTS, so two recipes never share a run dir."""
+    then every other key that differs from its named recipe, so two recipes never share a run dir."""
     sched = cfg["schedule"] + ("@" + "-".join(map(str, cfg["drop_at"])) if cfg["schedule"] == "drop" else "")
+    baseline = DEFAULTS | RECIPES[cfg["recipe"]] | {"recipe": DEFAULTS["recipe"]}   # a recipe's own values go unsaid
     extras = [f"{k}-{cfg[k]}" for k in sorted(cfg)
-              if k in DEFAULTS and k not in NAME_KEYS and k not in RESUMABLE_KEYS and cfg[k] != DEFAULTS[k]]
+              if k in DEFAULTS and k not in NAME_KEYS and k not in RESUMABLE_KEYS and cfg[k] != baseline[k]]
     return (f"{cfg['arch']}_{cfg['loss']}_b{cfg['batch_size']}_e{cfg['epochs']}_{cfg['crop_size']}px-"
             f"{cfg['resize_mode']}_{sched}_lr{cfg['lr']:g}_aug-{cfg['augment']}"
             + (f"_bl-{Path(cfg['blocklist']).stem}" if cfg["blocklist"] else "")
@@ -266,6 +267,10 @@ def read_run_config(run_dir: Path | str) -> dict:
 def check_same_recipe(run_dir: Path, cfg: dict) -> None:
     """Refuse to resume (or reuse) a run dir that holds another recipe."""
     saved = read_run_config(run_dir)
+    if "lr_scaling" not in saved:    # written before lr_scaling: its lr was the LR at any batch size
+        saved["lr_scaling"] = "none"
+    if "warmup_epochs" in saved and "warmup" not in saved and saved.get("epochs"):   # warmup was in epochs
+        saved["warmup"] = saved["warmup_epochs"] / saved["epochs"]
     try:   # read as today's config: keys added since take their defaults, older spellings (amp: true) today's
         saved = make_config({k: v for k, v in saved.items() if k in DEFAULTS})
     except ValueError:

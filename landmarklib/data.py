@@ -31,7 +31,7 @@ from .layout import N_POINTS
 N_QUERY = 30
 LANDMARK_COLUMNS = ["file_name"] + [f"Point_{i}_{c}" for i in range(N_POINTS) for c in "XY"]
 TEST_COLUMNS = ["file_name", "point_index_list"]
-CHUNK_ROWS = 20_000  # bounded memory on the 394k-row 2020 file
+CHUNK_ROWS = 5_000   # rows parsed at a time: the parser holds ~0.1 GB of text and tokens per chunk
 MIN_SIDE = 16        # px: an image smaller than this on a side cannot hold a face
 FAR_OUTSIDE = 10     # image sizes past an edge: no annotation of this image at all
 

@@ -93,3 +93,21 @@ def test_loader_covers_each_index_once_and_splits_ranks(synth_dir, tmp_path):
     ranks = [BatchLoader(c.images, t, idx, 8, True, seed=3, rank=r, world_size=2) for r in range(2)]
     for (a, b, full) in zip(*[list(x) for x in ranks], seen):
         assert sorted(np.concatenate([a[2].numpy(), b[2].numpy()]).tolist()) == sorted(full.tolist())
+
+
+def test_a_built_unchanged_cache_opens_without_parsing_the_csv(synth_copy, tmp_path, monkeypatch):
+    """At contest scale parsing landmarks.csv is a minute and 3 GB: a finished cache whose sources
+    are unchanged is opened from its own files; a changed CSV still goes the slow way and is seen."""
+    built = build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=1, progress=False)
+    parsed = []
+    real = cache_mod.load_split
+    monkeypatch.setattr(cache_mod, "load_split", lambda *a: parsed.append(a) or real(*a))
+    again = build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=1, progress=False)
+    assert parsed == [] and list(again.names) == list(built.names)
+    np.testing.assert_array_equal(again.landmarks, built.landmarks)
+    csv = synth_copy / "train" / "landmarks.csv"
+    lines = csv.read_text().splitlines(keepends=True)
+    first = lines[1].split("\t")
+    csv.write_text(lines[0] + "\t".join(first[:1] + [str(int(first[1]) + 3)] + first[2:]) + "".join(lines[2:]))
+    changed = build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=1, progress=False)
+    assert len(parsed) == 1 and changed.landmarks[0, 0, 0] == built.landmarks[0, 0, 0] + 3

@@ -120,8 +120,11 @@ def test_notebook_config_takes_only_config_keys_and_the_quick_profile():
 
 
 def test_run_names_carry_non_default_keys():
-    assert run_name(make_config()) == "resnet18_smoothl1_b64_e12_128px-crop_drop@8_lr0.001_aug-flip_s0"
+    assert run_name(make_config()) == "resnet18_smoothl1_b32_e12_128px-crop_cosine_lr0.002_aug-flip_s0"
     assert run_name(make_config({"weight_decay": 1e-4})).endswith("_weight_decay-0.0001_s0")
+    assert run_name(make_config({"recipe": "seed"})) == \
+        "resnet18_smoothl1_b64_e12_128px-crop_drop@8_lr0.001_aug-flip_recipe-seed_s0"
+    assert run_name(make_config({"recipe": "seed", "weight_decay": 1e-4})).endswith("_recipe-seed_weight_decay-0.0001_s0")
 
 
 def test_the_metric_is_the_same_on_numpy_and_torch_and_after_the_codec(rng):
@@ -145,5 +148,17 @@ def test_run_dirs_written_before_new_keys_still_resume(tmp_path):
     old = {k: v for k, v in make_config({"pretrained": False}).items() if k != "compile"} | {"amp": True}
     (tmp_path / "config.json").write_text(__import__("json").dumps(old))
     check_same_recipe(tmp_path, make_config({"pretrained": False}))
-    with pytest.raises(ValueError, match=r"another recipe \(lr: 0.001 there vs 0.01 now\)"):
+    with pytest.raises(ValueError, match=r"another recipe \(lr: 0.002 there vs 0.01 now\)"):
         check_same_recipe(tmp_path, make_config({"pretrained": False, "lr": 0.01}))
+
+
+def test_a_run_dir_from_before_lr_scaling_and_fractional_warmup_reads_as_what_it_ran(tmp_path):
+    """Before lr_scaling, lr was literal at any batch, and warmup was warmup_epochs: such a run resumes
+    only under the same literal LR and the same warmup, never silently rescaled."""
+    from landmarklib.config import check_same_recipe
+    then = {"batch_size": 64, "lr": 1e-3, "epochs": 12, "optimizer": "adam", "schedule": "drop", "weight_decay": 0.0}
+    old = {k: v for k, v in make_config(then).items() if k not in ("lr_scaling", "warmup", "recipe")}
+    (tmp_path / "config.json").write_text(__import__("json").dumps(old | {"warmup_epochs": 3}))
+    check_same_recipe(tmp_path, make_config(then | {"lr_scaling": "none", "warmup": 0.25}))
+    with pytest.raises(ValueError, match=r"lr_scaling: 'none' there vs 'sqrt' now"):
+        check_same_recipe(tmp_path, make_config(then | {"warmup": 0.25}))

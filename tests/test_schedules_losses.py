@@ -29,12 +29,12 @@ def test_the_seed_recipe_by_name():
         make_config({"recipe": "mine"})
 
 
-def test_lr_is_quoted_for_batch_64_and_scaled():
-    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 64})) == pytest.approx(1e-3)
-    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 256})) == pytest.approx(2e-3)          # sqrt(4)
-    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 16})) == pytest.approx(5e-4)           # sqrt(1/4)
-    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 256, "lr_scaling": "linear"})) == pytest.approx(4e-3)
-    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 256, "lr_scaling": "none"})) == pytest.approx(1e-3)
+def test_lr_is_quoted_for_batch_32_and_scaled():
+    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 32})) == pytest.approx(1e-3)
+    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 128})) == pytest.approx(2e-3)          # sqrt(4)
+    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 8})) == pytest.approx(5e-4)            # sqrt(1/4)
+    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 128, "lr_scaling": "linear"})) == pytest.approx(4e-3)
+    assert peak_lr(make_config({"lr": 1e-3, "batch_size": 128, "lr_scaling": "none"})) == pytest.approx(1e-3)
 
 
 def test_restart_goes_back_to_the_peak_and_drops_again():
