@@ -86,3 +86,11 @@ def test_results_table_and_markdown(tmp_path):
     assert ablation.is_finished(runs["a"][0], 2) and not ablation.is_finished(runs["a"][0], 3)
     csv, md = ablation.write_results(t, tmp_path / "out")
     assert md.read_text().splitlines()[2].startswith("| knob | a | 2 | 11.00 | 1.00 |")
+
+
+def test_plot_markers_follow_each_arms_resolved_schedule():
+    """The base is the default recipe (no schedule given): only arms that drop get drop markers."""
+    base = {"epochs": 6}
+    marks = ablation.drop_epochs(ablation.grid("restarts", 6), base)
+    assert marks == {"one drop @4": [4], "drop @2, restart @3, drop @5": [2, 5], "cosine": []}
+    assert ablation.drop_epochs(ablation.grid("loss", 6), base) == {k: [] for k in ("mse", "smoothl1", "l1", "wing")}
