@@ -35,7 +35,7 @@ DEFAULTS: dict = {
     "momentum": 0.9,
     "nesterov": True,
     "weight_decay": 0.01,
-    "schedule": "cosine",
+    "schedule": "onecycle",
     "drop_at": None,
     "drop_factor": 0.1,
     "warmup": 0.1,                # from random init, full LR at step 0 hurts
