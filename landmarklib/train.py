@@ -29,8 +29,8 @@ from . import checkpoint
 from .atomic import atomic_path, run_lock, write_json
 from .augment import augment, to_nchw
 from .cache import BatchLoader, Cache, build_cache, cache_root
-from .config import (CHOICES, DEFAULTS, HELP, INT_OR_NONE, LIST_KEYS, OPTIMIZERS, check_same_data, check_same_recipe,
-                     make_config, resolve_run_dir, run_name, use_pretrained)
+from .config import (CHOICES, DEFAULTS, HELP, INT_OR_NONE, LIST_KEYS, OPTIMIZERS, check_same_data,
+                     check_same_recipe, make_config, resolve_run_dir, run_name, use_pretrained)
 from .data import fingerprint, read_blocklist, split_indices
 from .errors import DataError, check_output, cli
 from .geometry import decode, encode, from_normalized

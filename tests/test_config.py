@@ -120,7 +120,7 @@ def test_notebook_config_takes_only_config_keys_and_the_quick_profile():
 
 
 def test_run_names_carry_non_default_keys():
-    assert run_name(make_config()) == "resnet18_smoothl1_b32_e12_128px-crop_cosine_lr0.002_aug-flip_s0"
+    assert run_name(make_config()) == "resnet18_smoothl1_b32_e12_128px-crop_onecycle_lr0.002_aug-flip_s0"
     assert run_name(make_config({"weight_decay": 1e-4})).endswith("_weight_decay-0.0001_s0")
     assert run_name(make_config({"recipe": "seed"})) == \
         "resnet18_smoothl1_b64_e12_128px-crop_drop@8_lr0.001_aug-flip_recipe-seed_s0"

@@ -28,7 +28,7 @@ def _history(run_dir):
 
 
 def test_fit_writes_the_run_dir_and_learns(synth_dir, tmp_path):
-    cfg = _cfg(synth_dir, tmp_path, epochs=8, drop_at=[6], loss="mse", augment="none")
+    cfg = _cfg(synth_dir, tmp_path, epochs=8, drop_at=[6], loss="mse", augment="none", warmup=1 / 8, lr_scaling="none")
     h = fit(cfg, progress=False)
     run = tmp_path / "run"
     assert {"config.json", "history.csv", "last.pt", "best.pt"} <= {p.name for p in run.iterdir()}
