@@ -98,7 +98,7 @@ def test_a_run_dir_without_last_pt_still_refuses_another_recipe(synth_dir, tmp_p
     (tmp_path / "run" / "last.pt").unlink()
     best = (tmp_path / "run" / "best.pt").read_bytes()
     rc, err = _cli(train.main, _train_args(synth_dir, tmp_path, "--lr", "0.01"), capsys)
-    assert rc == 2 and "holds a run with another recipe (lr: 0.001 there vs 0.01 now)" in err
+    assert rc == 2 and "holds a run with another recipe (lr: 0.002 there vs 0.01 now)" in err
     assert (tmp_path / "run" / "best.pt").read_bytes() == best
 
 
