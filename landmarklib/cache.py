@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path, write_json
-from .data import Split, check_images_exist, load_split
+from .data import SPLIT_CSV, Split, check_images_exist, load_split
 from .errors import DataError, os_error
 from .geometry import encode, fit_affine, warp_image
 
@@ -55,7 +55,7 @@ def _built_and_unchanged(out: Path, data_dir: Path, split: str, manifest: dict) 
     try:
         saved = json.loads((out / "manifest.json").read_text())
         names = json.loads((out / "names.json").read_text())
-        csv = data_dir / split / ("landmarks.csv" if split == "train" else "test_points.csv")
+        csv = data_dir / split / SPLIT_CSV[split]
         if {k: saved.get(k) for k in manifest} != manifest or saved.get("count") != len(names) or \
                 saved.get("source") != _fingerprint(csv, data_dir / split / "images", names):
             return None

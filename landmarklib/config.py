@@ -112,16 +112,16 @@ HELP: dict[str, str] = {
     "max_train_steps": "cap on optimizer steps per epoch (smoke runs)",
 }
 
-CHOICES: dict[str, tuple] = {
-    "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES,
-    "resize_mode": RESIZE_MODES, "augment": AUGMENTS, "amp": AMP_MODES, "lr_scaling": LR_SCALINGS,
-    "recipe": ("landmarklib", "seed"),
-}
 # Named recipes: DEFAULTS | RECIPES[cfg['recipe']] | the overrides that differ from DEFAULTS.
 RECIPES: dict[str, dict] = {
     "landmarklib": {},
     "seed": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "epochs": 12,
              "schedule": "drop", "drop_factor": 0.1, "warmup": 0.0, "lr_scaling": "none"},
+}
+CHOICES: dict[str, tuple] = {
+    "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES,
+    "resize_mode": RESIZE_MODES, "augment": AUGMENTS, "amp": AMP_MODES, "lr_scaling": LR_SCALINGS,
+    "recipe": tuple(RECIPES),
 }
 LIST_KEYS = ("drop_at", "restart_at")
 # Keys whose default is None but which take a number when given.

@@ -31,6 +31,7 @@ from .layout import N_POINTS
 N_QUERY = 30
 LANDMARK_COLUMNS = ["file_name"] + [f"Point_{i}_{c}" for i in range(N_POINTS) for c in "XY"]
 TEST_COLUMNS = ["file_name", "point_index_list"]
+SPLIT_CSV = {"train": "landmarks.csv", "test": "test_points.csv"}   # the CSV that lists each split's images
 CHUNK_ROWS = 5_000   # rows parsed at a time: the parser holds ~0.1 GB of text and tokens per chunk
 MIN_SIDE = 16        # px: an image smaller than this on a side cannot hold a face
 FAR_OUTSIDE = 10     # image sizes past an edge: no annotation of this image at all
@@ -243,7 +244,7 @@ class Split:
     @property
     def csv(self) -> Path:
         """The CSV that lists this split's images (line i + 2 is row i)."""
-        return self.image_dir.parent / ("landmarks.csv" if self.name == "train" else "test_points.csv")
+        return self.image_dir.parent / SPLIT_CSV[self.name]
 
 
 def load_split(data_dir: Path | str, split: str) -> Split:

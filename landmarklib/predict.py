@@ -31,19 +31,22 @@ PREDICT_CHUNK = 4_096   # images predicted and decoded per pass (~0.4 GB of floa
 
 
 @torch.no_grad()
-def predict_normalized(model, loader: BatchLoader, amp_dtype=None, flip_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalized predictions (N, 971, 2) in loader order, on the loader's device, with their rows.
+def predict_batches(model, loader: BatchLoader, amp_dtype=None, flip_tta: bool = False):
+    """Yield (normalized predictions (B, 971, 2) on the loader's device, their rows), batch by batch.
     flip_tta averages each image with its mirror (predictions re-indexed and mirrored back)."""
     model.eval()
-    preds, rows = [], []
     for images, _, r in loader:
         x = to_nchw(images)
         with torch.autocast(loader.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             p = model(x).float()
             if flip_tta:
                 p = (p + flip_targets(model(x.flip(3)).float())) / 2
-        preds.append(p)
-        rows.append(r)
+        yield p, r
+
+
+def predict_normalized(model, loader: BatchLoader, amp_dtype=None, flip_tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalized predictions (N, 971, 2) in loader order, on the loader's device, with their rows."""
+    preds, rows = zip(*predict_batches(model, loader, amp_dtype, flip_tta))
     return torch.cat(preds), torch.cat(rows)
 
 

@@ -37,7 +37,7 @@ from .geometry import decode, encode, from_normalized
 from .losses import make_loss
 from .metric import mse_per_image, query_indices, select_points
 from .models import create_model
-from .predict import predict_normalized
+from .predict import predict_batches, predict_normalized
 from .runtime import (autocast_dtype, device_report, format_device_report, prepare_model, resolve_device,
                       warn_if_colab_without_gpu)
 from .schedules import Plateau, lr_factor, peak_lr, weight_decay_at
@@ -117,12 +117,9 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
 def evaluate(model, loader: BatchLoader, cache: Cache, queries: dict[int, np.ndarray], amp_dtype=None) -> dict:
     """Validation MSE in original pixels: over all 971 points and over 30 points per image.
     Summed batch by batch, so memory does not grow with the validation split (78,786 images in 2020)."""
-    model.eval()
     dev = loader.device
     stats = torch.zeros(3, dtype=torch.float64, device=dev)
-    for images, _, rows in loader:
-        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            pred = model(to_nchw(images)).float()
+    for pred, rows in predict_batches(model, loader, amp_dtype):
         rows_np = rows.numpy()
         orig = decode(pred, torch.from_numpy(cache.affine[rows_np]).to(dev), cache.crop_size)
         truth = torch.from_numpy(cache.landmarks[rows_np]).to(dev, torch.float64)
