@@ -165,6 +165,16 @@ def drop_epochs(configs: dict[str, dict], base: dict) -> dict[str, list[int]]:
     return out
 
 
+def title(grid_name: str, configs: dict[str, dict], base: dict, seeds: list[int]) -> str:
+    """The plot's title: the base settings every arm shares; a setting some arm overrides (the arch
+    grid's arch, the batch grid's batch size) is left out, since the legend names it per arm."""
+    varied = {key for overrides in configs.values() for key in overrides}
+    shared = [(base["arch"], "arch"), (f"{base['crop_size']} px", "crop_size"), (f"{base['epochs']} epochs", "epochs"),
+              (f"batch {base['batch_size']}", "batch_size")]
+    return ", ".join([f"{grid_name}: " + ", ".join(text for text, key in shared if key not in varied),
+                      f"seeds {list(seeds)}"])
+
+
 def follow_ups(grid_name: str, configs: dict[str, dict], best: str, loss: str, loss_follow_up: bool = True,
                blocklist: str | None = None) -> dict[str, dict[str, dict]]:
     """The grids to run next at the winning configuration `best`, one knob each: the loss (MSE vs

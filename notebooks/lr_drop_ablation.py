@@ -104,7 +104,7 @@ table = ablation.results_table(runs, grid_name)
 
 # %%
 fig = plot_ablation(ablation.histories(runs), ablation.drop_epochs(configs, base),
-                    f"{grid_name}: {arch}, {crop_size} px, {epochs} epochs, seeds {seeds}")
+                    ablation.title(grid_name, configs, base, seeds))
 save(fig, ablation_root / f"ablation_{grid_name}.png")
 plt.show()
 

@@ -94,3 +94,12 @@ def test_plot_markers_follow_each_arms_resolved_schedule():
     marks = ablation.drop_epochs(ablation.grid("restarts", 6), base)
     assert marks == {"one drop @4": [4], "drop @2, restart @3, drop @5": [2, 5], "cosine": []}
     assert ablation.drop_epochs(ablation.grid("loss", 6), base) == {k: [] for k in ("mse", "smoothl1", "l1", "wing")}
+
+
+def test_the_plot_title_names_only_what_every_arm_shares():
+    """The arch grid trains resnext50 and resnet101, so its title must not name the base arch."""
+    base = {"arch": "resnet18", "crop_size": 64, "epochs": 5, "batch_size": 32}
+    assert ablation.title("lr_drop", ablation.grid("lr_drop", 5), base, [0, 1]) == \
+        "lr_drop: resnet18, 64 px, 5 epochs, batch 32, seeds [0, 1]"
+    assert ablation.title("arch", ablation.grid("arch", 5), base, [0]) == "arch: 64 px, 5 epochs, batch 32, seeds [0]"
+    assert ablation.title("batch", ablation.grid("batch", 5), base, [0]) == "batch: resnet18, 64 px, 5 epochs, seeds [0]"
