@@ -166,10 +166,11 @@ def run_stage(stage: str, data_dir: Path, work: Path, crop: int, steps: int) -> 
     elif stage == "eda_shape":
         df = eda.score_annotations(data_dir, use_model=False, progress=False)
         print(eda.summary(df))
-    elif stage == "eda_image":   # out-of-fold models with bounded steps; every row predicted (flip TTA)
-        out = eda.out_of_fold_disagreement(data_dir, folds=2, epochs=1, crop_size=crop, device="cpu",
-                                           max_train_steps=steps, progress=False)
-        print({k: float(np.median(v)) for k, v in out.items()})
+    elif stage == "eda_image":   # the EDA notebook's one call: the shape stage, then out-of-fold models
+        # (bounded steps) that predict every row with flip TTA
+        df = eda.score_annotations(data_dir, use_model=True, progress=False, folds=2, epochs=1, crop_size=crop,
+                                   device="cpu", max_train_steps=steps)
+        print(eda.summary(df))
     else:
         raise ValueError(stage)
 
@@ -259,6 +260,8 @@ def rehearse(data_dir: Path, crop: int, steps: int, stages: list[str]) -> list[d
     if "cache" in stages:   # a rehearsal builds its caches and trains its run, also when run again
         shutil.rmtree(data_dir / "cache", ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
+    if "eda_image" in stages:   # and the EDA builds its own (whole-face) cache
+        shutil.rmtree(data_dir / "cache" / f"train_{crop}_pad", ignore_errors=True)
     work.mkdir(exist_ok=True)
     writes = {"cache": [data_dir / "cache"], "train": [work / "run"], "predict": [work / "submission.csv"],
               "eda_image": [data_dir / "cache"]}

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_path
 from .cache import BatchLoader, build_cache, cache_root
 from .config import EDA, make_config
-from .data import image_sizes, load_split
+from .data import image_sizes, load_split, read_landmark_lines
 from .errors import DataError, check_output, cli
 from .layout import GROUPS
 from .predict import predict_normalized
@@ -214,31 +214,42 @@ def disagreement(labels: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
 
 def score_annotations(data_dir: Path | str, use_model: bool = True, k: float = Z_DEFAULT, progress: bool = True,
                       **model_kwargs) -> pd.DataFrame:
-    """Every training row with score (max robust z over stages), reason and flagged; worst first."""
+    """Every training row with score (max robust z over stages), reason, its line in landmarks.csv and
+    flagged; worst first."""
     split = load_split(data_dir, "train")
-    lm = split.landmarks
-    sizes = image_sizes([str(split.image_path(i)) for i in range(len(split.names))], desc="image headers")
-    z = {"points far outside the image": np.where(outside_fraction(lm, sizes) > 0.05, GEOMETRY_Z, 0.0),
-         "implausible shape": robust_z(shape_scores(lm))}
-    geometry = geometry_reasons(lm)
+    csv, names = split.csv, split.names
+    sizes = image_sizes([str(split.image_path(i)) for i in range(len(names))], desc="image headers")
+    z = {"points far outside the image": np.where(outside_fraction(split.landmarks, sizes) > 0.05, GEOMETRY_Z, 0.0),
+         "implausible shape": robust_z(shape_scores(split.landmarks))}
+    geometry = geometry_reasons(split.landmarks)
     z["group geometry"] = np.where(geometry != "", GEOMETRY_Z, 0.0)
+    del split   # the model stage reads its labels from the cache: the CSV's float32 labels (3 GB in 2020) go first
     if use_model:
         z |= {name: robust_z(v) for name, v in out_of_fold_disagreement(data_dir, progress=progress,
                                                                         **model_kwargs).items()}
-    names = list(z)
-    stacked = np.stack([z[n] for n in names], 1)
+    stages = list(z)
+    stacked = np.stack([z[n] for n in stages], 1)
     bad = np.flatnonzero(~np.isfinite(stacked).all(1))
     if len(bad):   # a NaN score would silently rank as clean
-        raise DataError(f"{split.csv}:{bad[0] + 2}: annotation score is not a number "
+        raise DataError(f"{csv}:{bad[0] + 2}: annotation score is not a number "
                         f"({len(bad)} row(s)); the out-of-fold models diverged or a label is degenerate")
     best = stacked.argmax(1)
-    reason = np.array(names, dtype=object)[best]
+    reason = np.array(stages, dtype=object)[best]
     reason = np.where(reason == "group geometry", geometry, reason)
-    df = pd.DataFrame({"file_name": split.names, "score": stacked.max(1), "reason": reason})
-    for n in names:
+    df = pd.DataFrame({"file_name": names, "score": stacked.max(1), "reason": reason,
+                       "line": np.arange(2, len(names) + 2)})
+    for n in stages:
         df["z_" + n.replace(" ", "_").replace("/", "_")] = z[n]
     df["flagged"] = df["score"] > k
     return df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def labelled_images(data_dir: Path | str, rows: pd.DataFrame) -> tuple[list[Path], list[np.ndarray]]:
+    """Image paths and labels of some scored rows (score_annotations' file_name and line), for a
+    gallery: only those lines of landmarks.csv are read."""
+    train = Path(data_dir) / "train"
+    points = read_landmark_lines(train / "landmarks.csv", rows["line"])
+    return [train / "images" / name for name in rows["file_name"]], list(points)
 
 
 def summary(df: pd.DataFrame) -> str:

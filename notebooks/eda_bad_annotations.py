@@ -71,7 +71,6 @@ from IPython.display import display
 from landmarklib import eda
 from landmarklib.atomic import atomic_path
 from landmarklib.config import QUICK_EDA
-from landmarklib.data import load_split
 from landmarklib.plots import landmark_grid, plot_score_histogram, save
 
 if quick:
@@ -92,11 +91,8 @@ plt.show()
 # The worst-ranked images, labels drawn on them:
 
 # %%
-train = load_split(data_dir, "train")
-names = pd.Index(train.names)   # name -> row, vectorized (393,930 rows in 2020)
 top = scores.head(8)
-rows = names.get_indexer(top.file_name)
-fig = landmark_grid([train.image_path(r) for r in rows], [train.landmarks[r] for r in rows],
+fig = landmark_grid(*eda.labelled_images(data_dir, top),   # reads only these lines of landmarks.csv
                     titles=[f"{r.reason} (z {r.score:.0f})" for r in top.itertuples()])
 save(fig, Path(run_dir) / "eda_worst.png")
 plt.show()
@@ -107,9 +103,7 @@ plt.show()
 # %%
 flagged = scores[scores.flagged].drop_duplicates("reason")
 if len(flagged):
-    rows = names.get_indexer(flagged.file_name)
-    fig = landmark_grid([train.image_path(r) for r in rows], [train.landmarks[r] for r in rows],
-                        titles=list(flagged.reason))
+    fig = landmark_grid(*eda.labelled_images(data_dir, flagged), titles=list(flagged.reason))
     plt.show()
 
 # %% [markdown]

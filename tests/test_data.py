@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from landmarklib.data import DataError, check, read_landmarks, read_test_points
+from landmarklib.data import DataError, check, read_landmark_lines, read_landmarks, read_test_points
 
 
 def _lines(path):
@@ -141,3 +141,16 @@ def test_atomic_path_keeps_the_old_file_when_a_write_fails(tmp_path):
             tmp.write_text("half of a new")
             raise RuntimeError("killed mid-write")
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_read_landmark_lines_gives_those_lines_in_the_order_asked(synth_copy):
+    path = synth_copy / "train" / "landmarks.csv"
+    _, lm = read_landmarks(path)
+    np.testing.assert_array_equal(read_landmark_lines(path, [9, 2, 9, 61]), lm[[7, 0, 7, 59]])
+    with pytest.raises(DataError, match=r"landmarks.csv:62: no such line"):
+        read_landmark_lines(path, [2, 62])
+    lines = _lines(path)
+    lines[3] = lines[3].replace("\t", "\t\t", 1).rsplit("\t", 1)[0] + "\n"   # a blank cell on line 4
+    _rewrite(path, lines)
+    with pytest.raises(DataError, match=r"landmarks.csv:4: missing or non-finite value"):
+        read_landmark_lines(path, [2, 4])

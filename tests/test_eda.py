@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from landmarklib import eda
+from landmarklib.data import read_landmarks
 from landmarklib.synth import CORRUPTIONS, corrupt, face_points, sample_face
 
 
@@ -91,3 +92,15 @@ def test_cli_shape_stage_and_precision_recall(synth_dir, tmp_path):
     assert set(pr.index) == {"all"} | set(CORRUPTIONS)
     assert pr.loc["mirrored", "recall"] == 1.0 and pr.loc["scrambled", "recall"] == 1.0
     assert pr.loc["all", "false_flags"] == 0
+
+
+def test_the_gallery_reads_only_the_scored_rows_lines(synth_dir):
+    """score_annotations' `line` is the row's line in landmarks.csv; labelled_images reads exactly
+    those labels back (in the order given) without parsing the rest of the file."""
+    df = eda.score_annotations(synth_dir, use_model=False, progress=False)
+    names, lm = read_landmarks(synth_dir / "train" / "landmarks.csv")
+    assert (names[df["line"] - 2] == df["file_name"]).all()
+    pick = df.iloc[[5, 0, 17]]
+    paths, points = eda.labelled_images(synth_dir, pick)
+    assert [p.name for p in paths] == list(pick["file_name"]) and all(p.is_file() for p in paths)
+    np.testing.assert_array_equal(np.stack(points), lm[pick["line"].to_numpy() - 2])
