@@ -134,9 +134,9 @@ def recipe(a, tmp: Path) -> None:
     base = score_submission(tmp / "base.csv", data)
     print(f"synthetic set {a.n_train} train ({n_train} / {a.n_train - n_train} split) + {a.n_test} test, resnet18, "
           f"{a.crop_size} px, batch 32, {a.epochs} epochs, {device}, no pretrained weights")
-    print(f"ours (defaults: AdamW 2e-3, 10 % warmup then cosine, normalized targets, mean-shape head, SmoothL1, "
-          f"flip augment): test MSE {ours:.2f} px^2 "
-          f"({ours_s:.0f} s)")
+    d = make_config({})
+    print(f"ours (defaults: {d['optimizer']} {d['lr']:g}, schedule {d['schedule']}, normalized targets, mean-shape head, "
+          f"{d['loss']}, {d['augment']} augment): test MSE {ours:.2f} px^2 ({ours_s:.0f} s)")
     print(f"organizers' recipe (Adam amsgrad 1e-3, MSE on crop pixels, no augment): test MSE {base:.2f} px^2 "
           f"({base_s:.0f} s)")
     print(f"ratio ours / theirs = {ours / base:.3f}")
