@@ -87,12 +87,12 @@ def plot_ablation(curves: dict[str, list[pd.DataFrame]], drops: dict[str, list[i
     for i, (label, runs) in enumerate(curves.items()):
         colour = f"C{i}"
         table = pd.concat([r.set_index("epoch")[metric] for r in runs], axis=1)
-        ax.plot(table.index, table.mean(1), "o-", color=colour, label=label, ms=3)
+        ax.plot(table.index, table.mean(axis=1), "o-", color=colour, label=label, ms=3)
         if table.shape[1] > 1:
-            ax.fill_between(table.index, table.min(1), table.max(1), color=colour, alpha=0.15)
+            ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=colour, alpha=0.15)
         for e in drops.get(label, []):
             if e in table.index or e + 1 in table.index:
-                y = table.mean(1).get(e + 1, table.mean(1).iloc[-1])
+                y = table.mean(axis=1).get(e + 1, table.mean(axis=1).iloc[-1])
                 ax.annotate("", xy=(e + 0.5, y), xytext=(e + 0.5, y * 1.6), color=colour,
                             arrowprops={"arrowstyle": "->", "color": colour})
         finals[label] = table.iloc[-1].to_numpy()
@@ -106,7 +106,10 @@ def plot_ablation(curves: dict[str, list[pd.DataFrame]], drops: dict[str, list[i
     for i, k in enumerate(labels):
         bx.scatter(finals[k], [i] * len(finals[k]), color="black", s=12, zorder=3)
         bx.text(max(means[i], finals[k].max()), i, f"  {means[i]:.1f}", va="center", fontsize=8)
-    bx.set(xlabel="final validation MSE, original px", title="final MSE (dots: seeds)")
+    spread = max(means) / max(min(means), 1e-9)
+    # A diverged arm (1e4..1e7 beside 20) flattens a linear axis: the others' bars vanish.
+    bx.set(xlabel="final validation MSE, original px" + (" (log)" if spread > 100 else ""),
+           xscale="log" if spread > 100 else "linear", title="final MSE (dots: seeds)")
     bx.margins(x=0.15)
     bx.invert_yaxis()
     fig.suptitle(title, fontsize=10)

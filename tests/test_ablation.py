@@ -103,3 +103,15 @@ def test_the_plot_title_names_only_what_every_arm_shares():
         "lr_drop: resnet18, 64 px, 5 epochs, batch 32, seeds [0, 1]"
     assert ablation.title("arch", ablation.grid("arch", 5), base, [0]) == "arch: 64 px, 5 epochs, batch 32, seeds [0]"
     assert ablation.title("batch", ablation.grid("batch", 5), base, [0]) == "batch: resnet18, 64 px, 5 epochs, seeds [0]"
+
+
+def test_the_final_mse_bars_go_log_when_an_arm_diverged():
+    """Bars of 20 beside 1e7 on a linear axis leave the good arms invisible; within 100x it stays linear."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from landmarklib.plots import plot_ablation
+
+    def curves(finals):
+        return {f"arm {i}": [pd.DataFrame({"epoch": [1, 2], "val_mse_px": [400.0, f]})] for i, f in enumerate(finals)}
+    assert plot_ablation(curves([20.0, 1e7]), {}, "t").axes[1].get_xscale() == "log"
+    assert plot_ablation(curves([20.0, 35.0]), {}, "t").axes[1].get_xscale() == "linear"
