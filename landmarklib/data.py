@@ -31,6 +31,7 @@ from .layout import N_POINTS
 N_QUERY = 30
 LANDMARK_COLUMNS = ["file_name"] + [f"Point_{i}_{c}" for i in range(N_POINTS) for c in "XY"]
 TEST_COLUMNS = ["file_name", "point_index_list"]
+LANDMARK_DTYPES = {c: np.float32 for c in LANDMARK_COLUMNS[1:]} | {"file_name": str}   # parsed straight to float32
 SPLIT_CSV = {"train": "landmarks.csv", "test": "test_points.csv"}   # the CSV that lists each split's images
 CHUNK_ROWS = 5_000   # rows parsed at a time: the parser holds ~0.1 GB of text and tokens per chunk
 MIN_SIDE = 16        # px: an image smaller than this on a side cannot hold a face
@@ -106,10 +107,9 @@ def read_landmarks(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     _check_header(path, "\t", LANDMARK_COLUMNS)
-    dtype = {c: np.float32 for c in LANDMARK_COLUMNS[1:]} | {"file_name": str}
     out = np.empty((_count_lines(path), N_POINTS, 2), np.float32)   # >= rows: the header ends a line
     names, first_line = [], 2
-    reader = _read_csv_located(path, "\t", LANDMARK_COLUMNS, dtype, chunksize=CHUNK_ROWS)
+    reader = _read_csv_located(path, "\t", LANDMARK_COLUMNS, LANDMARK_DTYPES, chunksize=CHUNK_ROWS)
     while True:
         try:
             chunk = next(reader)
@@ -157,9 +157,8 @@ def read_landmark_lines(path: Path | str, lines) -> np.ndarray:
         raise ValueError(f"{path}: line {wanted[0]} holds no labels (line 1 is the header)")
     _check_header(path, "\t", LANDMARK_COLUMNS)
     keep = set(wanted.tolist())
-    dtype = {c: np.float32 for c in LANDMARK_COLUMNS[1:]} | {"file_name": str}
     try:   # skiprows counts from 0 at the header: line i + 1
-        df = pd.read_csv(path, sep="\t", header=0, names=LANDMARK_COLUMNS, dtype=dtype, engine="c",
+        df = pd.read_csv(path, sep="\t", header=0, names=LANDMARK_COLUMNS, dtype=LANDMARK_DTYPES, engine="c",
                          skiprows=lambda i: i > 0 and i + 1 not in keep)
     except (pd.errors.ParserError, ValueError) as e:
         raise DataError(f"{path}: {e}") from None

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_path
 from .cache import BatchLoader, build_cache, cache_root
 from .config import EDA, make_config
-from .data import image_sizes, load_split, read_landmark_lines
+from .data import SPLIT_CSV, image_sizes, load_split, read_landmark_lines
 from .errors import DataError, check_output, cli
 from .layout import GROUPS
 from .predict import predict_normalized
@@ -248,7 +248,7 @@ def labelled_images(data_dir: Path | str, rows: pd.DataFrame) -> tuple[list[Path
     """Image paths and labels of some scored rows (score_annotations' file_name and line), for a
     gallery: only those lines of landmarks.csv are read."""
     train = Path(data_dir) / "train"
-    points = read_landmark_lines(train / "landmarks.csv", rows["line"])
+    points = read_landmark_lines(train / SPLIT_CSV["train"], rows["line"])
     return [train / "images" / name for name in rows["file_name"]], list(points)
 
 
