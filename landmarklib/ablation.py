@@ -171,8 +171,7 @@ def title(grid_name: str, configs: dict[str, dict], base: dict, seeds: list[int]
     varied = {key for overrides in configs.values() for key in overrides}
     shared = [(base["arch"], "arch"), (f"{base['crop_size']} px", "crop_size"), (f"{base['epochs']} epochs", "epochs"),
               (f"batch {base['batch_size']}", "batch_size")]
-    return ", ".join([f"{grid_name}: " + ", ".join(text for text, key in shared if key not in varied),
-                      f"seeds {list(seeds)}"])
+    return f"{grid_name}: " + ", ".join([text for text, key in shared if key not in varied] + [f"seeds {list(seeds)}"])
 
 
 def follow_ups(grid_name: str, configs: dict[str, dict], best: str, loss: str, loss_follow_up: bool = True,

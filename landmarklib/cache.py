@@ -39,6 +39,11 @@ def cache_root(data_dir: Path | str, cache_dir: Path | str | None = None) -> Pat
     return Path(cache_dir) if cache_dir else Path(data_dir) / "cache"
 
 
+def cache_dir(root: Path | str, split: str, crop_size: int, mode: str) -> Path:
+    """Where build_cache puts one split's cache at one size and resize mode."""
+    return Path(root) / f"{split}_{crop_size}_{mode}"
+
+
 def _fingerprint(csv: Path, image_dir: Path, names) -> str:
     """Hash of the listing and every source file's (name, size, mtime): cheap, no decoding."""
     h = hashlib.sha1()
@@ -138,7 +143,7 @@ def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: i
     """Decode `split` once into root/<split>_<crop_size>_<mode>/ (reused when unchanged, resumed
     when interrupted, rebuilt with one line saying why when unreadable)."""
     fit_affine(100, 100, crop_size, mode)  # validates mode early
-    out = Path(root) / f"{split}_{crop_size}_{mode}"
+    out = cache_dir(root, split, crop_size, mode)
     manifest = {"version": CACHE_VERSION, "split": split, "size": crop_size, "mode": mode,
                 "synthetic": (Path(data_dir) / "SYNTHETIC.json").is_file()}
     if (out / "manifest.json").exists() and (cache := _built_and_unchanged(out, Path(data_dir), split, manifest)):

@@ -55,6 +55,8 @@ def _bad_byte(path: Path) -> DataError:
 
 
 def _check_header(path: Path, sep: str, expected: list[str]) -> None:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
     try:
         with open(path, encoding="utf-8", newline="") as f:
             header = f.readline().rstrip("\r\n").split(sep)
@@ -104,8 +106,6 @@ def read_landmarks(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     one chunk, never a second copy, and no per-line Python.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     _check_header(path, "\t", LANDMARK_COLUMNS)
     out = np.empty((_count_lines(path), N_POINTS, 2), np.float32)   # >= rows: the header ends a line
     names, first_line = [], 2
@@ -197,8 +197,6 @@ def _check_unique(path: Path, names: np.ndarray) -> None:
 def read_test_points(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     """test/test_points.csv -> (file names (N,), point indices int64 (N, 30)). Lists are parsed as JSON."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     _check_header(path, "\t", TEST_COLUMNS)
     try:
         df = _read_csv_located(path, "\t", TEST_COLUMNS, str)

@@ -149,6 +149,8 @@ def test_read_landmark_lines_gives_those_lines_in_the_order_asked(synth_copy):
     np.testing.assert_array_equal(read_landmark_lines(path, [9, 2, 9, 61]), lm[[7, 0, 7, 59]])
     with pytest.raises(DataError, match=r"landmarks.csv:62: no such line"):
         read_landmark_lines(path, [2, 62])
+    with pytest.raises(DataError, match=r"nowhere.csv: file not found"):
+        read_landmark_lines(path.parent / "nowhere.csv", [2])
     lines = _lines(path)
     lines[3] = lines[3].replace("\t", "\t\t", 1).rsplit("\t", 1)[0] + "\n"   # a blank cell on line 4
     _rewrite(path, lines)
