@@ -1,11 +1,15 @@
 # Sourced by run_all.sh and run_tests.sh: picks the Python to use and installs what it lacks.
 #   - PYTHON=/path/to/python: that interpreter, as it is (the tests pass their own).
-#   - inside a virtual environment or conda env, or in Colab: its python3, as it is.
+#   - inside a virtual environment or conda env: its python3, as it is.
+#   - in Colab (COLAB_RELEASE_TAG set): its python3, whose torch is a CUDA build and whose kernel
+#     packages google-colab pins exactly: only what it lacks is installed, with every installed
+#     package held at its version, and landmarklib itself with --no-deps (landmarklib/colab.py).
 #   - otherwise (a system or pyenv Python; Debian and Ubuntu's are "externally managed", PEP 668,
 #     and pip refuses to install into them): a project-local .venv, made on first use. It sees the
 #     interpreter's own packages (--system-site-packages), so a torch already there is not
 #     installed a second time.
-# Then requirements.txt is installed into it once, and again whenever requirements.txt changes.
+# Then requirements.txt is installed into it once (in Colab: what it lacks), and again whenever
+# requirements.txt changes.
 # Sets PY to the interpreter to run.
 
 _landmarklib_env() {
@@ -33,12 +37,15 @@ _landmarklib_env() {
     PY=$PWD/.venv/bin/python
   fi
   # Install when requirements.txt changed since the last install into this interpreter (stamp in its prefix).
-  local stamp want
+  local stamp want install=("$PY" -m pip install -q -r requirements.txt)
+  if [ -n "${COLAB_RELEASE_TAG:-}" ] && [ -z "${PYTHON:-}" ]; then
+    install=("$PY" -m landmarklib.colab install)
+  fi
   stamp=$("$PY" -c 'import sys; print(sys.prefix)')/.landmarklib-requirements
   want=$(cat requirements.txt pyproject.toml | cksum)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "== installing requirements into $("$PY" -c 'import sys; print(sys.prefix)') (pip install -r requirements.txt)"
-    "$PY" -m pip install -q -r requirements.txt || return 1
+    echo "== installing requirements into $("$PY" -c 'import sys; print(sys.prefix)') (${install[*]:1})"
+    "${install[@]}" || return 1
     echo "$want" >"$stamp" 2>/dev/null || true
   fi
 }

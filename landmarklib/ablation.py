@@ -5,14 +5,18 @@ Runs go to <runs_root>/<recipe name>; a run already finished is not run again.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sys
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .atomic import atomic_path
-from .config import QUICK, check_same_recipe, make_config, run_name
+from .errors import DataError
+from .progress import bar
+from .config import QUICK, check_same_recipe, make_config, run_folder_name
 from .schedules import default_drop_at
 
 
@@ -70,7 +74,7 @@ def _config(base: dict, overrides: dict, seed: int, quick: bool = False) -> dict
 
 
 def run_dir_for(base: dict, overrides: dict, seed: int, runs_root: Path | str, quick: bool = False) -> Path:
-    return Path(runs_root) / run_name(_config(base, overrides, seed, quick))
+    return Path(runs_root) / run_folder_name(_config(base, overrides, seed, quick))
 
 
 def is_finished(run_dir: Path, epochs: int) -> bool:
@@ -78,9 +82,38 @@ def is_finished(run_dir: Path, epochs: int) -> bool:
     return h.is_file() and len(pd.read_csv(h)) >= epochs
 
 
+class _ChildLines(logging.Handler):
+    """papermill's log of a child notebook's outputs (log_output=True), printed here as plain lines:
+    each run's progress shows in the ablation notebook itself (its widget bars cannot)."""
+    SKIP = ("Executing notebook with kernel", "Executing Cell ", "Ending Cell ", "Input Notebook", "Output Notebook",
+            "Working directory", "Black is not installed", "Kernel ", "Executing: ")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().rstrip()
+        if text and not text.startswith(self.SKIP):
+            print(text, file=sys.stdout, flush=True)
+
+
+@contextlib.contextmanager
+def _relay_child_output():
+    log = logging.getLogger("papermill")
+    handler, level, propagate = _ChildLines(), log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False     # not twice, when papermill's own CLI has a handler on the root logger
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
+
+
 def run_grid(configs: dict[str, dict], base: dict, seeds: list[int], runs_root: Path | str, notebook: Path | str,
              quick: bool = False, log_dir: Path | str | None = None) -> dict[str, list[Path]]:
-    """Execute `notebook` (train.ipynb) per configuration and seed; return label -> run dirs."""
+    """Execute `notebook` (train.ipynb) per configuration and seed; return label -> run dirs. Each
+    run's own lines (epochs, its summary) are printed here as it trains; a run that fails stops the
+    grid with its own error in one line, naming the run and its executed notebook."""
     import papermill as pm
     runs: dict[str, list[Path]] = {}
     accepted = set(pm.inspect_notebook(str(notebook)))
@@ -88,20 +121,26 @@ def run_grid(configs: dict[str, dict], base: dict, seeds: list[int], runs_root: 
     if unknown:
         raise ValueError(f"{notebook} has no parameter(s) {sorted(unknown)}: the grid would not change the run")
     jobs = [(label, ov, s) for label, ov in configs.items() for s in seeds]
-    bar = tqdm(jobs, desc="ablation runs", unit="run")
-    for label, overrides, seed in bar:
+    runs_bar = bar(jobs, desc="ablation runs", unit="run")
+    for label, overrides, seed in runs_bar:
         cfg = _config(base, overrides, seed, quick)
-        run_dir = Path(runs_root) / run_name(cfg)
+        run_dir = Path(runs_root) / run_folder_name(cfg)
         runs.setdefault(label, []).append(run_dir)
-        bar.set_postfix_str(f"{label} seed {seed}")
+        runs_bar.set_postfix_str(f"{label} seed {seed}")
         if is_finished(run_dir, cfg["epochs"]):
             check_same_recipe(run_dir, cfg | {"run_dir": str(run_dir)})   # a name clash would reuse the wrong run
             continue
         params = base | overrides | {"seed": seed, "run_dir": str(run_dir), "quick": quick}
         out = Path(log_dir or runs_root) / "notebooks" / f"{run_dir.name}.ipynb"
         out.parent.mkdir(parents=True, exist_ok=True)
-        pm.execute_notebook(str(notebook), str(out), parameters=params, kernel_name="python3", progress_bar=False,
-                            cwd=str(Path(notebook).parent))
+        try:
+            with _relay_child_output():
+                pm.execute_notebook(str(notebook), str(out), parameters=params, kernel_name="python3",
+                                    progress_bar=False, log_output=True, cwd=str(Path(notebook).parent))
+        except pm.PapermillExecutionError as e:   # the child's own error, not papermill's page of traceback
+            kind = DataError if e.ename in ("DataError", "ValueError") else RuntimeError
+            raise kind(f"ablation run {label!r} seed {seed} failed: {e.ename}: {e.evalue} "
+                       f"(executed notebook: {out})") from None
         check_same_recipe(run_dir, cfg | {"run_dir": str(run_dir)})       # the notebook ran what the grid asked
     return runs
 

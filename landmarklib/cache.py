@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from .atomic import atomic_path, write_json
-from .data import SPLIT_CSV, Split, check_images_exist, load_split
+from .data import SPLIT_CSV, Split, check, check_images_exist, load_split
 from .errors import DataError, os_error
 from .geometry import encode, fit_affine, warp_image
+from .progress import bar
 
 CACHE_VERSION = 1
 
@@ -139,16 +139,17 @@ def _decode_chunk(args: tuple) -> list[tuple[int, np.ndarray]]:
 
 
 def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: int = 128, mode: str = "crop",
-                workers: int | None = None, progress: bool = True) -> Cache:
+                workers: int | None = None, progress: bool = True, src: Split | None = None) -> Cache:
     """Decode `split` once into root/<split>_<crop_size>_<mode>/ (reused when unchanged, resumed
-    when interrupted, rebuilt with one line saying why when unreadable)."""
+    when interrupted, rebuilt with one line saying why when unreadable). `src`: the split already
+    parsed (load_split), so that a caller that parsed it does not parse it again."""
     fit_affine(100, 100, crop_size, mode)  # validates mode early
     out = cache_dir(root, split, crop_size, mode)
     manifest = {"version": CACHE_VERSION, "split": split, "size": crop_size, "mode": mode,
                 "synthetic": (Path(data_dir) / "SYNTHETIC.json").is_file()}
     if (out / "manifest.json").exists() and (cache := _built_and_unchanged(out, Path(data_dir), split, manifest)):
         return cache
-    src = load_split(data_dir, split)
+    src = src if src is not None else load_split(data_dir, split)
     check_images_exist(src)
     n = len(src.names)
     manifest |= {"count": n, "source": _fingerprint(src.csv, src.image_dir, src.names)}
@@ -178,6 +179,16 @@ def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: i
     if src.landmarks is not None and not (out / "landmarks.npy").is_file():
         _save(out / "landmarks.npy", compact_labels(src.landmarks))
     return open_cache(out)
+
+
+def check_and_build(data_dir: Path | str, root: Path | str, crop_size: int = 128, mode: str = "crop",
+                    workers: int | None = None, progress: bool = True) -> tuple[dict, dict[str, Cache]]:
+    """The data stage: the layout checked (data.check) and both splits cached, each CSV parsed once
+    (check and cache share the parse). Returns (check's report, split -> Cache)."""
+    splits = (load_split(data_dir, "train"), load_split(data_dir, "test"))
+    report = check(data_dir, workers, splits)
+    return report, {s.name: build_cache(data_dir, s.name, root, crop_size, mode, workers, progress, src=s)
+                    for s in splits}
 
 
 def compact_labels(landmarks: np.ndarray, chunk: int = 20_000) -> np.ndarray:
@@ -239,7 +250,7 @@ def _decode(out: Path, src: Split, todo: np.ndarray, crop_size: int, mode: str, 
     step = 64
     jobs = [(todo[i:i + step], [str(src.image_dir / src.names[j]) for j in todo[i:i + step]], crop_size, mode)
             for i in range(0, len(todo), step)]
-    bar = tqdm(total=len(todo), desc=f"cache {src.name} {crop_size}px {mode}", disable=not progress, unit="img")
+    done_bar = bar(total=len(todo), desc=f"cache {src.name} {crop_size}px {mode}", disable=not progress, unit="img")
 
     def save_state() -> None:  # after each chunk, so a killed build resumes where it stopped
         for n, arr in (("affine", affine), ("sizes", sizes), ("done", done)):
@@ -249,8 +260,8 @@ def _decode(out: Path, src: Split, todo: np.ndarray, crop_size: int, mode: str, 
         for chunk in results:
             for i, a, wh in chunk:
                 affine[i], sizes[i], done[i] = a, wh, True
-            bar.update(len(chunk))
-            if bar.n % (step * 16) < len(chunk) or bar.n == len(todo):
+            done_bar.update(len(chunk))
+            if done_bar.n % (step * 16) < len(chunk) or done_bar.n == len(todo):
                 save_state()
 
     images_path = str(out / "images.npy")
@@ -264,7 +275,7 @@ def _decode(out: Path, src: Split, todo: np.ndarray, crop_size: int, mode: str, 
     finally:
         _worker.clear()
         save_state()
-        bar.close()
+        done_bar.close()
 
 
 def open_cache(path: Path | str) -> Cache:

@@ -289,9 +289,17 @@ def check_same_data(run_dir: Path, data_id: dict) -> None:
                          f"point data_dir at the data it was trained on, or use a new run dir")
 
 
+def run_folder_name(cfg: dict) -> str:
+    """The run name, prefixed `demo_` when cfg's data is the synthetic demo set: a demo run never
+    takes the folder a contest run of the same recipe would have."""
+    demo = (Path(cfg["data_dir"]) / "SYNTHETIC.json").is_file()
+    return ("demo_" if demo else "") + run_name(cfg)
+
+
 def resolve_run_dir(cfg: dict, root: Path | str = "runs") -> dict:
-    """cfg with run_dir set: as given, else <root>/<run name>, so another recipe gets another run dir."""
-    return cfg if cfg["run_dir"] else cfg | {"run_dir": str(Path(root) / run_name(cfg))}
+    """cfg with run_dir set: as given, else <root>/<run folder name>, so another recipe (or the demo
+    set) gets another run dir."""
+    return cfg if cfg["run_dir"] else cfg | {"run_dir": str(Path(root) / run_folder_name(cfg))}
 
 
 def use_pretrained(cfg: dict, synthetic: bool) -> bool:

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .errors import DataError, cli
 from .layout import N_POINTS
+from .progress import bar
 
 N_QUERY = 30
 LANDMARK_COLUMNS = ["file_name"] + [f"Point_{i}_{c}" for i in range(N_POINTS) for c in "XY"]
@@ -34,6 +34,7 @@ TEST_COLUMNS = ["file_name", "point_index_list"]
 LANDMARK_DTYPES = {c: np.float32 for c in LANDMARK_COLUMNS[1:]} | {"file_name": str}   # parsed straight to float32
 SPLIT_CSV = {"train": "landmarks.csv", "test": "test_points.csv"}   # the CSV that lists each split's images
 CHUNK_ROWS = 5_000   # rows parsed at a time: the parser holds ~0.1 GB of text and tokens per chunk
+PARSE_BAR_ROWS = 20_000   # a parse this long (about 4 s) shows a progress bar: the contest's takes a minute
 MIN_SIDE = 16        # px: an image smaller than this on a side cannot hold a face
 FAR_OUTSIDE = 10     # image sizes past an edge: no annotation of this image at all
 
@@ -110,10 +111,12 @@ def read_landmarks(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     out = np.empty((_count_lines(path), N_POINTS, 2), np.float32)   # >= rows: the header ends a line
     names, first_line = [], 2
     reader = _read_csv_located(path, "\t", LANDMARK_COLUMNS, LANDMARK_DTYPES, chunksize=CHUNK_ROWS)
+    rows_bar = bar(total=len(out), desc=f"parse {path.name}", unit="row", disable=len(out) < PARSE_BAR_ROWS)
     while True:
         try:
             chunk = next(reader)
         except StopIteration:
+            rows_bar.close()
             break
         except pd.errors.ParserError as e:
             raise _located_parser_error(path, e) from None
@@ -138,6 +141,7 @@ def read_landmarks(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
         out[start:start + len(chunk)] = values.reshape(-1, N_POINTS, 2)
         names.append(chunk["file_name"].to_numpy(dtype=object))
         first_line += len(chunk)
+        rows_bar.update(len(chunk))
     if first_line == 2:
         raise DataError(f"{path}: no data rows (only a header)")
     names = np.concatenate(names).astype(str)
@@ -327,9 +331,9 @@ def image_sizes(paths: list[str], workers: int | None = None, desc: str = "image
     chunk = max(1, min(256, len(paths) // (workers * 4) or 1))
     if workers > 1 and len(paths) > 200:
         with ProcessPoolExecutor(workers) as ex:
-            results = list(tqdm(ex.map(_image_size, paths, chunksize=chunk), total=len(paths), desc=desc))
+            results = list(bar(ex.map(_image_size, paths, chunksize=chunk), total=len(paths), desc=desc))
     else:
-        results = [_image_size(p) for p in tqdm(paths, desc=desc, disable=len(paths) < 200)]
+        results = [_image_size(p) for p in bar(paths, desc=desc, disable=len(paths) < 200)]
     for p, r in zip(paths, results):
         if isinstance(r, str):
             raise DataError(f"{p}: {r}")
@@ -373,14 +377,14 @@ def _label_ranges(split: Split, sizes: np.ndarray, chunk: int = CHUNK_ROWS) -> d
     return r
 
 
-def check(data_dir: Path | str, workers: int | None = None) -> dict:
-    """Validate the whole layout; return counts and ranges. Raises DataError on the first problem."""
+def check(data_dir: Path | str, workers: int | None = None, splits: tuple[Split, Split] | None = None) -> dict:
+    """Validate the whole layout; return counts and ranges. Raises DataError on the first problem.
+    `splits`: (train, test) already parsed by load_split, so that they are not parsed again."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: data folder not found")
     report: dict = {}
-    train = load_split(data_dir, "train")
-    test = load_split(data_dir, "test")
+    train, test = splits or (load_split(data_dir, "train"), load_split(data_dir, "test"))
     check_images_exist(train)
     check_images_exist(test)
     for split in (train, test):
@@ -476,7 +480,7 @@ def _extract(zf, zip_path: Path, data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     todo = [i for i in members if not _unpacked(data_dir / i.filename[len(prefix):], i.file_size)]
     check_free_space(data_dir, sum(i.file_size for i in todo), f"unpacking {zip_path.name}")
-    for info in tqdm(todo, desc="unzip", unit="file"):   # files already there whole: from an interrupted unpack
+    for info in bar(todo, desc="unzip", unit="file"):   # files already there whole: from an interrupted unpack
         target = data_dir / info.filename[len(prefix):]
         target.parent.mkdir(parents=True, exist_ok=True)
         with zf.open(info) as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:

@@ -16,20 +16,21 @@ z exceeds k (default 12), or a geometry rule fails.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .cache import BatchLoader, build_cache, cache_root
 from .config import EDA, make_config
-from .data import SPLIT_CSV, image_sizes, load_split, read_landmark_lines
+from .data import SPLIT_CSV, fingerprint, image_sizes, load_split, read_landmark_lines
 from .errors import DataError, check_output, cli
 from .layout import GROUPS
 from .predict import predict_normalized
+from .progress import bar
 from .runtime import autocast_dtype, resolve_device
 from .train import train_model
 
@@ -169,10 +170,15 @@ def outside_fraction(landmarks: np.ndarray, sizes: np.ndarray, margin: float = 0
 def out_of_fold_disagreement(data_dir: Path | str, folds: int = EDA["folds"], epochs: int = EDA["epochs"],
                              crop_size: int = EDA["crop_size"], arch: str = "resnet18", augment: str = "full",
                              device: str = "auto", cache_dir: Path | str | None = None, seed: int = 0,
-                             max_train_steps: int | None = None, progress: bool = True) -> dict[str, np.ndarray]:
+                             max_train_steps: int | None = None, progress: bool = True,
+                             fold_dir: Path | str | None = None) -> dict[str, np.ndarray]:
     """disagreement() of every label with an out-of-fold prediction: each row is predicted by a model
     trained on the other folds (the whole face kept in view: resize mode pad), SHAPE_CHUNK rows at a
-    time, so no N x 971 x 2 array of labels or predictions is held."""
+    time, so no N x 971 x 2 array of labels or predictions is held.
+
+    With `fold_dir` (the EDA notebook's folder on Drive), each finished fold's scores are saved there
+    and a rerun (after a disconnect) takes the folds already done instead of training them again;
+    a fold saved under other settings or other data is trained again, and that is said."""
     if folds < 2:
         raise ValueError(f"folds: out-of-fold predictions need at least 2 folds, got {folds}")
     dev = resolve_device(device)
@@ -181,7 +187,17 @@ def out_of_fold_disagreement(data_dir: Path | str, folds: int = EDA["folds"], ep
     n = len(cache)
     fold_of = np.random.default_rng(seed).permutation(n) % folds
     out: dict[str, np.ndarray] = {}
-    for f in tqdm(range(folds), desc="out-of-fold models", disable=not progress):
+    key = json.dumps({"folds": folds, "epochs": epochs, "crop_size": crop_size, "arch": arch, "augment": augment,
+                      "seed": seed, "max_train_steps": max_train_steps, "rows": n, "data": fingerprint(data_dir)},
+                     sort_keys=True)
+    for f in bar(range(folds), desc="out-of-fold models", unit="fold", disable=not progress):
+        saved = Path(fold_dir) / f"fold{f + 1}of{folds}.npz" if fold_dir else None
+        if saved is not None and (done := _saved_fold(saved, key)) is not None:
+            rows = done.pop("rows")
+            for name, v in done.items():
+                out.setdefault(name, np.zeros(n))[rows] = v
+            print(f"fold {f + 1} of {folds}: taken from {saved}")
+            continue
         # L1: robust, so the few bad labels in each fold pull the model little; the head starts
         # at the median shape for the same reason.
         cfg = make_config({"arch": arch, "crop_size": crop_size, "resize_mode": "pad", "epochs": epochs,
@@ -191,7 +207,7 @@ def out_of_fold_disagreement(data_dir: Path | str, folds: int = EDA["folds"], ep
         train_idx = np.flatnonzero(fold_of != f)
         sample = np.sort(np.random.default_rng(f).permutation(train_idx)[:MEDIAN_SAMPLE])   # bounded memory
         model, _ = train_model(cfg, cache, train_idx, device=dev, mean_shape=np.median(targets[sample], 0),
-                               progress=False)
+                               progress=progress)
         held = np.flatnonzero(fold_of == f)
         for i in range(0, len(held), SHAPE_CHUNK):
             loader = BatchLoader(cache.images, None, held[i:i + SHAPE_CHUNK], 128, False, device=dev)
@@ -199,7 +215,26 @@ def out_of_fold_disagreement(data_dir: Path | str, folds: int = EDA["folds"], ep
             rows = rows.numpy()
             for name, v in disagreement(targets[rows], p.cpu().numpy()).items():
                 out.setdefault(name, np.zeros(n))[rows] = v
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(saved) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, key=np.array(key), rows=held, **{name: v[held] for name, v in out.items()})
     return out
+
+
+def _saved_fold(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """A fold's saved scores (rows and one array per disagreement) when `path` holds them for `key`."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            if str(z["key"]) == key:
+                return {name: z[name] for name in z.files if name != "key"}
+            why = "saved under other settings or other data"
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        why = f"unreadable ({type(e).__name__})"
+    print(f"{path}: {why}; training this fold again")
+    return None
 
 
 def disagreement(labels: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
@@ -287,10 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop-size", type=int, default=EDA["crop_size"], help="their input side in pixels")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--cache-dir", default=None, help="decode cache folder (default <data-dir>/cache)")
+    p.add_argument("--fold-dir", default=None, help="save each finished fold here; a rerun takes them up")
     a = p.parse_args(argv)
     check_output(a.out)
     kw = {} if a.no_model else {"folds": a.folds, "epochs": a.epochs, "crop_size": a.crop_size,
-                                "device": a.device, "cache_dir": a.cache_dir}
+                                "device": a.device, "cache_dir": a.cache_dir, "fold_dir": a.fold_dir}
     df = score_annotations(a.data_dir, not a.no_model, a.k, **kw)
     with atomic_path(a.out) as tmp:
         df.to_csv(tmp, index=False)

@@ -1,92 +1,79 @@
-"""What the notebooks need from their surroundings: checked parameters, and where runs live.
+"""What the notebooks need from their surroundings: checked parameters, the data brought back on a
+fresh runtime, and where outputs go so that the other notebooks (each on its own Colab VM) find them.
 
 papermill passes `-p name value` as text where it cannot tell a type ('false' is a truthy string)
 and only warns about a name the notebook lacks. check_parameters makes both errors, with the
 parameter's name: every notebook calls it right after its parameters cell.
 
-In an interactive Colab session the runs go to Google Drive (a disconnect wipes /content); data
-and caches stay on local disk, which is fast.
+In Colab each notebook opened from a badge runs on its own VM; only Google Drive is shared and
+outlives a disconnect. So every notebook brings its data back from the contest zip (zip_path, on
+Drive) onto local disk, which is fast, and writes what others read (runs, bad_annotations.csv,
+submission.csv, figures) under runs_root(): Drive in Colab, runs/ elsewhere.
 """
 from __future__ import annotations
 
 import ast
-import os
-import sys
 from pathlib import Path
 
+from . import colab
 from .config import DEFAULTS, DEMO, QUICK_DEMO, coerce, parse_bool
 from .data import UNPACKED_MARKER, fingerprint, has_layout, unpack_contest
 from .errors import DataError
 from .synth import make_dataset
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-DRIVE = Path("/content/drive")
-DRIVE_RUNS = DRIVE / "MyDrive" / "landmarklib" / "runs"
 # Names IPython itself puts into a kernel's namespace.
 _IPYTHON = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 _LITERALS = (str, int, float, bool, list, dict, tuple, type(None))
 
 
+def _bound_names(source: str) -> set[str]:
+    """Every name a cell binds at any depth: assignments, loop and with targets, imports, defs."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
 def declared_parameters(name: str) -> tuple[dict, set[str]]:
-    """(parameter -> default, names the cells before it define) of notebooks/<name>.py."""
+    """(parameter -> default, names the other cells bind) of notebooks/<name>.py."""
     text = (NOTEBOOKS / f"{name}.py").read_text()
-    cells = text.split("\n# %%")
-    index = next(i for i, c in enumerate(cells) if c.startswith(' tags=["parameters"]'))
-
-    def assigned(source: str) -> dict:
-        out = {}
-        for node in ast.parse(source).body:
-            targets = node.targets if isinstance(node, ast.Assign) else []
-            for t in targets:
-                for n in (t.elts if isinstance(t, ast.Tuple) else [t]):
-                    if isinstance(n, ast.Name):
-                        out[n.id] = node.value
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                out |= {(a.asname or a.name).split(".")[0]: None for a in node.names}
-            if isinstance(node, ast.If):      # the setup cell assigns inside its ifs
-                out |= assigned(ast.unparse(ast.Module(body=node.body + node.orelse, type_ignores=[])))
-        return out
-
+    cells = [c.split("\n", 1)[1] if i else c for i, c in enumerate(text.split("\n# %%"))]
+    index = next(i for i, c in enumerate(text.split("\n# %%")) if c.startswith(' tags=["parameters"]'))
     params = {}
-    for key, value in assigned(cells[index].split("\n", 1)[1]).items():
-        try:
-            params[key] = ast.literal_eval(value)
-        except ValueError:
-            params[key] = None
-    before = set().union(*(assigned(c.split("\n", 1)[1] if i else c) for i, c in enumerate(cells[:index])))
-    return params, before
+    for node in ast.parse(cells[index]).body:
+        for target in node.targets if isinstance(node, ast.Assign) else []:
+            if isinstance(target, ast.Name):
+                try:
+                    params[target.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    params[target.id] = None
+    others = set().union(*(_bound_names(c) for i, c in enumerate(cells) if i != index and not c.startswith(" [markdown]")))
+    return params, others - set(params)
 
 
 def check_parameters(name: str, namespace: dict) -> dict:
     """The notebook's parameters from `namespace` (its globals), each in its default's type; a name
-    that is no parameter of notebooks/<name>.ipynb (a misspelt papermill -p) is an error. Without the
-    repository's notebooks/ (landmarklib installed on its own) there is nothing to check against."""
+    that is no parameter of notebooks/<name>.ipynb (a misspelt papermill -p) is an error. Names the
+    notebook's own cells bind are not: they are what a finished run leaves in the kernel when a
+    person edits a parameter and runs all cells again. Without the repository's notebooks/
+    (landmarklib installed on its own) there is nothing to check against."""
     if not (NOTEBOOKS / f"{name}.py").is_file():
         print(f"{NOTEBOOKS / (name + '.py')} not found: notebook parameters not checked")
         return {}
-    params, before = declared_parameters(name)
+    params, others = declared_parameters(name)
     unknown = sorted(k for k, v in namespace.items()
-                     if not k.startswith("_") and k not in params and k not in before and k not in _IPYTHON
+                     if not k.startswith("_") and k not in params and k not in others and k not in _IPYTHON
                      and isinstance(v, _LITERALS))
     if unknown:
         raise ValueError(f"notebooks/{name}.ipynb has no parameter(s) {unknown}; its parameters: {', '.join(params)}")
     return {k: namespace[k] if default is None or isinstance(default, (list, dict, tuple))
             else coerce(k, namespace[k], default) for k, default in params.items() if k in namespace}
-
-
-def interactive_colab() -> bool:
-    """A notebook open in Colab's own frontend (not a headless papermill kernel inside Colab)."""
-    return "google.colab" in sys.modules
-
-
-def mount() -> bool:
-    """Mount Google Drive at /content/drive in an interactive Colab session (asks once); False elsewhere."""
-    if not interactive_colab():
-        return False
-    if not (DRIVE / "MyDrive").is_dir():
-        from google.colab import drive
-        drive.mount(str(DRIVE))
-    return True
 
 
 def ensure_data(data_dir: Path | str, zip_path: Path | str | None = None, test_points: Path | str | None = None,
@@ -112,15 +99,20 @@ def ensure_data(data_dir: Path | str, zip_path: Path | str | None = None, test_p
 
 def prepare_data(data_dir: str, zip_path: str | None = None, test_points_path: str | None = None,
                  demo: bool | None = None, quick: bool = False) -> Path:
-    """The data a notebook works on, brought back after a Colab recycle (ensure_data). demo=None:
-    the synthetic demo set only where nothing else can be meant, the default data_dir that does not
+    """The data a notebook works on, brought back on a fresh runtime or after a Colab recycle
+    (ensure_data): every notebook calls this with the same four parameters. demo=None: the
+    synthetic demo set only where nothing else can be meant, the default data_dir that does not
     exist yet outside Colab (a fresh clone), said loudly; True: the demo set; False: never."""
-    if zip_path and str(zip_path).startswith(str(DRIVE)):
-        mount()
+    for path, what in ((zip_path, "zip_path"), (test_points_path, "test_points_path")):
+        if path and Path(path).is_relative_to(colab.DRIVE) and not colab.mount():
+            raise DataError(f"{what} {path} is on Google Drive, which is not mounted on this runtime, and a headless "
+                            f"run cannot mount it (the sign-in needs a person): mount Drive in an open notebook "
+                            f"on this runtime first (from google.colab import drive; drive.mount('{colab.DRIVE}')), "
+                            f"or copy the file to local disk")
     default = Path(data_dir) == Path(DEFAULTS["data_dir"])
     demo = None if demo is None else parse_bool(demo, "demo")
     if demo is None:
-        demo = default and not Path(data_dir).exists() and not zip_path and not interactive_colab()
+        demo = default and not Path(data_dir).exists() and not zip_path and not colab.on_colab()
     size = DEMO | ({k: QUICK_DEMO[k] for k in ("n_train", "n_test")} if quick else {})
     d = ensure_data(data_dir, zip_path, test_points_path, demo=demo, demo_size=size)
     if fingerprint(d)["synthetic"]:
@@ -130,16 +122,22 @@ def prepare_data(data_dir: str, zip_path: str | None = None, test_points_path: s
 
 
 def runs_root(mount_drive: bool = True) -> Path:
-    """Where runs go: Drive (MyDrive/landmarklib/runs) in an interactive Colab session, else runs/.
-    Headless papermill inside Colab cannot mount Drive: it says so and uses runs/ (pass an explicit
-    run_dir on /content/drive if Drive is already mounted there)."""
-    if mount_drive and mount():
-        DRIVE_RUNS.mkdir(parents=True, exist_ok=True)
-        return DRIVE_RUNS
-    if os.environ.get("COLAB_RELEASE_TAG") and not interactive_colab():
-        print("headless in Colab: Drive cannot be mounted from here, so runs go to runs/ on local disk, "
-              "which a disconnect wipes; pass run_dir=/content/drive/MyDrive/... if Drive is mounted")
+    """Where what outlives the runtime goes (runs, bad_annotations.csv, submission.csv, figures):
+    Drive (MyDrive/landmarklib/runs) when it is mounted or can be (an interactive Colab session;
+    a headless run on a VM where an open notebook mounted it), else runs/. A headless run in Colab
+    with no Drive says that its outputs go to local disk, which a disconnect wipes."""
+    if mount_drive and colab.mount():
+        colab.DRIVE_RUNS.mkdir(parents=True, exist_ok=True)
+        return colab.DRIVE_RUNS
+    if colab.on_colab():
+        print("Google Drive is not mounted (a headless run cannot mount it), so outputs go to runs/ on local disk, "
+              "which a disconnect wipes; mount Drive in an open notebook on this runtime first, or pass run_dir")
     return Path("runs")
+
+
+def output_path(given: str | None, default_name: str, mount_drive: bool = True) -> Path:
+    """`given`, or <runs_root>/<default_name>: where a notebook writes what other notebooks read."""
+    return Path(given) if given else runs_root(mount_drive) / default_name
 
 
 def latest_run(root: Path | str, checkpoint: str = "best.pt") -> Path:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import checkpoint
 from .augment import flip_targets, to_nchw
@@ -24,6 +23,7 @@ from .errors import DataError, check_output, cli
 from .geometry import decode
 from .layout import N_POINTS
 from .models import create_model
+from .progress import bar
 from .runtime import autocast_dtype, prepare_model, resolve_device
 from .submission import write_submission
 
@@ -72,7 +72,7 @@ def predict_split(checkpoints: list[str | Path], data_dir: str | Path, split: st
     dev = resolve_device(device)
     root = cache_root(data_dir, cache_dir)
     total = None
-    for path in tqdm(checkpoints, desc="checkpoints", disable=not progress or len(checkpoints) < 2):
+    for path in bar(checkpoints, desc="checkpoints", disable=not progress or len(checkpoints) < 2):
         model, cfg = load_checkpoint(path, dev)
         cache = build_cache(data_dir, split, root, cfg["crop_size"], cfg["resize_mode"], progress=progress)
         idx = np.arange(len(cache)) if rows is None else np.asarray(rows)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm.auto import tqdm
 
 from .atomic import atomic_path
 from .data import LANDMARK_COLUMNS, N_QUERY, split_indices
 from .errors import DataError, cli
 from .layout import GROUPS, N_POINTS, face_template, flip_points
+from .progress import bar
 
 SUPERSAMPLE = 2
 CORRUPTIONS = ("shifted", "swapped", "scrambled", "mirrored", "shrunk")
@@ -190,9 +190,9 @@ def make_dataset(out_dir: Path | str, n_train: int = 1000, n_test: int = 200, se
         jobs = [(seed, split, i, str(image_dir)) for i in range(n)]
         if workers > 1 and n > 50:
             with ProcessPoolExecutor(workers) as ex:
-                res = list(tqdm(ex.map(_make_one, jobs, chunksize=16), total=n, desc=f"synth {split}"))
+                res = list(bar(ex.map(_make_one, jobs, chunksize=16), total=n, desc=f"synth {split}"))
         else:
-            res = [_make_one(j) for j in tqdm(jobs, desc=f"synth {split}", disable=n < 200)]
+            res = [_make_one(j) for j in bar(jobs, desc=f"synth {split}", disable=n < 200)]
         results[split] = res
     train_names = [r[0] for r in results["train"]]
     train_pts = np.stack([r[1] for r in results["train"]]) if n_train else np.zeros((0, N_POINTS, 2))

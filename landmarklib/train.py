@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from . import checkpoint
 from .atomic import atomic_path, run_lock, write_json
@@ -38,6 +37,7 @@ from .losses import make_loss
 from .metric import mse_per_image, query_indices, select_points
 from .models import create_model
 from .predict import predict_batches, predict_normalized
+from .progress import bar, note
 from .runtime import (autocast_dtype, device_report, format_device_report, prepare_model, resolve_device,
                       warn_if_colab_without_gpu)
 from .schedules import Plateau, lr_factor, peak_lr, weight_decay_at
@@ -71,7 +71,8 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
     steps = len(loader) if cfg["max_train_steps"] is None else min(len(loader), cfg["max_train_steps"])
     total = torch.zeros((), device=device)   # summed on the device: no host sync per step
     seen, wait, start = 0, 0.0, time.perf_counter()
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not progress, leave=False)
+    steps_bar = bar(total=steps, desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not progress, leave=False,
+                    unit="step")
     it = iter(loader)
     for step in range(steps):
         t0 = time.perf_counter()
@@ -95,14 +96,14 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
             optimizer.step()
         total += loss.detach() * len(x)
         seen += len(x)
-        bar.update()
         if (progress or log is not None) and step % LOG_EVERY == 0:   # the only host sync in the loop
             value = loss.item()
-            bar.set_postfix(loss=f"{value:.5f}", lr=f"{lr:.2e}")
+            steps_bar.set_postfix(loss=f"{value:.5f}", lr=f"{lr:.2e}", refresh=False)
             if log is not None:
                 log.step(epoch * steps + step, value, lr)
+        steps_bar.update()
     it.close()
-    bar.close()
+    steps_bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
     stats = torch.stack([total, torch.tensor(float(seen), device=device)])
@@ -178,7 +179,7 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
         torch.set_rng_state(ckpt["rng"]["torch"])
         history, best, start_epoch = ckpt["history"], ckpt["best"], ckpt["epoch"]
         if progress:
-            print(f"resuming {run_dir} from epoch {start_epoch}")
+            note(f"resuming {run_dir} from epoch {start_epoch}")
     net = compile_model(model, cache.images[train_idx[:2]], device) if cfg["compile"] else model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -190,8 +191,8 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
         val_loader = BatchLoader(cache.images, targets, val_idx[rank::world], max(cfg["batch_size"], 64),
                                  shuffle=False, device=device)
         queries = dict(zip(val_idx.tolist(), query_indices(len(val_idx))))
-    epochs = tqdm(range(start_epoch, cfg["epochs"]), desc=run_name(cfg), disable=not progress,
-                  initial=start_epoch, total=cfg["epochs"])
+    epochs = bar(range(start_epoch, cfg["epochs"]), desc=run_name(cfg), disable=not progress,
+                 initial=start_epoch, total=cfg["epochs"], unit="epoch")
     for epoch in epochs:
         train_loader.set_epoch(epoch)
         lr = peak_lr(cfg) * lr_factor(cfg, epoch + 0.5) * plateau.scale   # mid-epoch: a warmup epoch shows half
@@ -206,8 +207,9 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
         if log.writer is not None and val_idx is not None:
             _log_val_images(log, epoch + 1, model, cache, val_idx[:TB_IMAGES], amp_dtype)
         if progress and val_idx is not None:
-            epochs.set_postfix(val_mse_px=f"{stats['val_mse_px']:.3f}", loss=f"{stats['train_loss']:.5f}")
-            tqdm.write(f"epoch {epoch + 1}: lr {lr:.2e} train_loss {stats['train_loss']:.5f} "
+            epochs.set_postfix(val_mse_px=f"{stats['val_mse_px']:.3f}", loss=f"{stats['train_loss']:.5f}",
+                               refresh=False)
+            note(f"epoch {epoch + 1}: lr {lr:.2e} train_loss {stats['train_loss']:.5f} "
                        f"val_mse_px {stats['val_mse_px']:.3f} val_mse30_px {stats['val_mse30_px']:.3f} "
                        f"({stats['images_per_s']:.0f} img/s, data wait {100 * stats['data_wait']:.1f} %)")
         if run_dir is None:
@@ -364,13 +366,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def summary(history: list[dict], run_dir: Path | str) -> str:
+    """One line on a run: its best validation MSE and the epoch it came at, the last epoch's, the run dir."""
+    if not history:
+        return f"no epoch trained; run dir {run_dir}"
+    best = min(history, key=lambda h: h["val_mse_px"])
+    last = history[-1]
+    return (f"best val_mse_px {best['val_mse_px']:.3f} (val_mse30_px {best['val_mse30_px']:.3f}) at epoch "
+            f"{best['epoch']} of {last['epoch']}; last epoch {last['val_mse_px']:.3f}; best.pt in {run_dir}")
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     history = fit(vars(args))
-    if history and int(os.environ.get("RANK", "0")) == 0:
-        h = history[-1]
-        print(f"done: epoch {h['epoch']} val_mse_px {h['val_mse_px']:.3f} val_mse30_px {h['val_mse30_px']:.3f}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("done: " + summary(history, resolve_run_dir(make_config(vars(args)))["run_dir"]))
     return 0
 
 

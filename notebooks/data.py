@@ -28,9 +28,10 @@
 # is made only for the default `data_dir` on a fresh clone, and any other missing folder is an error.
 
 # %% [markdown]
-# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib and installs it
-# with `--no-deps`, so Colab's own CUDA build of torch is never replaced and no restart is needed.
-# Elsewhere it only moves to the repository root, where the paths below are relative to.
+# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib (or updates
+# the clone) and installs it with `--no-deps`, so Colab's own CUDA build of torch and its kernel
+# packages are never replaced and no restart is needed. Elsewhere it only moves to the repository
+# root, where the paths below are relative to.
 
 # %%
 import os
@@ -38,26 +39,32 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork
-if "google.colab" in sys.modules:
-    repo = Path("/content/landmarklib")
-    if not repo.exists():
+REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork (then also the badges in README.md)
+if Path.cwd().name == "notebooks":   # Jupyter started in notebooks/: work from the repository root
+    os.chdir("..")
+if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file():
+    # Opened from a badge: a Colab runtime in /content. Clone the repository, or update the clone an
+    # earlier session left, then install it with --no-deps (Colab's torch and kernel stay as they are).
+    # A headless run (papermill) starts at the repository root and skips all of this.
+    repo = Path("landmarklib").resolve()
+    if not repo.is_dir():
         subprocess.run(["git", "clone", "-q", REPO_URL, str(repo)], check=True)
+    elif subprocess.run(["git", "-C", str(repo), "pull", "-q", "--ff-only"]).returncode:
+        print(f"could not update {repo} (see git's message above); using it as it is")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
     sys.path.insert(0, str(repo))
     os.chdir(repo)
-elif Path.cwd().name == "notebooks":
-    os.chdir("..")
 
 # %% tags=["parameters"]
 data_dir = "data"
-run_dir = "runs"              # where figures go
+run_dir = None                # where the figures go; None: <runs folder>/data (on Drive in Colab)
 zip_path = None               # e.g. "/content/drive/MyDrive/landmarks/contest.zip"
 test_points_path = None
 demo = None                   # True: the synthetic demo set (landmarklib.config.DEMO); None: see above
 cache_dir = None              # default <data_dir>/cache; keep it on local disk, never on Drive
 crop_size = 128
 resize_mode = "crop"
+mount_drive = True            # in Colab: the figures go to Drive
 quick = False
 
 # %%
@@ -70,34 +77,34 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from landmarklib import data
-from landmarklib.cache import build_cache, cache_root
+from landmarklib.cache import cache_root, check_and_build
 from landmarklib.config import QUICK_DEMO
-from landmarklib.notebook import prepare_data
+from landmarklib.notebook import output_path, prepare_data
 from landmarklib.plots import landmark_grid, save
 
 if quick:
     crop_size = QUICK_DEMO["crop_size"]
 prepare_data(data_dir, zip_path, test_points_path, demo, quick)
+figures = output_path(run_dir, "data", mount_drive)
 
 # %%
-report = data.check(data_dir)
+# Each CSV is parsed once: the check and the cache share it (landmarks.csv is 3 GB in the contest).
+report, caches = check_and_build(data_dir, cache_root(data_dir, cache_dir), crop_size, resize_mode)
 print(data.format_report(report))
-
-# %%
-for split in ("train", "test"):
-    cache = build_cache(data_dir, split, cache_root(data_dir, cache_dir), crop_size, resize_mode)
+for split, cache in caches.items():
     print(f"{split}: {cache.images.shape} uint8 in {cache.path}")
 sizes = data.footprint(data_dir, cache_root(data_dir, cache_dir))   # local disk: about 80 GB free in Colab
 print("\n".join(f"{k:>24}: {v / 2**30:7.2f} GiB" for k, v in sizes.items()))
 print(f"{'in all':>24}: {sum(sizes.values()) / 2**30:7.2f} GiB")
 
 # %% [markdown]
-# Training images with their landmarks, coloured by face part:
+# Training images with their landmarks, coloured by face part (labels from the cache, not the CSV):
 
 # %%
-train = data.load_split(data_dir, "train")
-pick = np.linspace(0, len(train.names) - 1, 8).astype(int)
-fig = landmark_grid([train.image_path(i) for i in pick], [train.landmarks[i] for i in pick],
-                    titles=[train.names[i][:8] for i in pick])
-save(fig, Path(run_dir) / "data_grid.png")
+train = caches["train"]
+pick = np.linspace(0, len(train) - 1, 8).astype(int)
+fig = landmark_grid([Path(data_dir) / "train" / "images" / train.names[i] for i in pick],
+                    [train.landmarks[i].astype(np.float64) for i in pick], titles=[train.names[i][:8] for i in pick])
+save(fig, figures / "data_grid.png")
+print(f"figures in {figures}")
 plt.show()

@@ -22,12 +22,15 @@
 #
 # Shape stage (seconds): points far outside the image, a Procrustes + PCA shape model, group geometry.
 # Image stage: out-of-fold predictions of a quick model; a plausible shape in the wrong place shows
-# up as label/prediction disagreement. Writes `bad_annotations.csv` for `train.ipynb`'s `blocklist`.
+# up as label/prediction disagreement. Writes `bad_annotations.csv` for `train.ipynb`'s `blocklist`,
+# the figures and each finished out-of-fold model's scores into `run_dir` (on Drive in Colab): rerun
+# after a disconnect, it takes up the folds already done.
 
 # %% [markdown]
-# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib and installs it
-# with `--no-deps`, so Colab's own CUDA build of torch is never replaced and no restart is needed.
-# Elsewhere it only moves to the repository root, where the paths below are relative to.
+# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib (or updates
+# the clone) and installs it with `--no-deps`, so Colab's own CUDA build of torch and its kernel
+# packages are never replaced and no restart is needed. Elsewhere it only moves to the repository
+# root, where the paths below are relative to.
 
 # %%
 import os
@@ -35,27 +38,36 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork
-if "google.colab" in sys.modules:
-    repo = Path("/content/landmarklib")
-    if not repo.exists():
+REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork (then also the badges in README.md)
+if Path.cwd().name == "notebooks":   # Jupyter started in notebooks/: work from the repository root
+    os.chdir("..")
+if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file():
+    # Opened from a badge: a Colab runtime in /content. Clone the repository, or update the clone an
+    # earlier session left, then install it with --no-deps (Colab's torch and kernel stay as they are).
+    # A headless run (papermill) starts at the repository root and skips all of this.
+    repo = Path("landmarklib").resolve()
+    if not repo.is_dir():
         subprocess.run(["git", "clone", "-q", REPO_URL, str(repo)], check=True)
+    elif subprocess.run(["git", "-C", str(repo), "pull", "-q", "--ff-only"]).returncode:
+        print(f"could not update {repo} (see git's message above); using it as it is")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
     sys.path.insert(0, str(repo))
     os.chdir(repo)
-elif Path.cwd().name == "notebooks":
-    os.chdir("..")
 
 # %% tags=["parameters"]
 data_dir = "data"
-run_dir = "runs"
-out = "runs/bad_annotations.csv"
+run_dir = None                # bad_annotations.csv, figures, folds; None: <runs folder>/eda (Drive in Colab)
+out = None                    # None: <run_dir>/bad_annotations.csv
+zip_path = None               # the contest zip (e.g. on Drive): unpacked into data_dir on a fresh runtime
+test_points_path = None
+demo = None
 use_model = True              # False: the fast shape-only stage
 k = 12.0                      # flag when a robust z-score exceeds k
 folds = 4                     # the out-of-fold models (landmarklib.config.EDA)
 epochs = 6
 crop_size = 64
 device = "auto"
+mount_drive = True            # in Colab: outputs on Drive
 quick = False
 
 # %%
@@ -71,20 +83,25 @@ from IPython.display import display
 from landmarklib import eda
 from landmarklib.atomic import atomic_path
 from landmarklib.config import QUICK_EDA
+from landmarklib.notebook import output_path, prepare_data
 from landmarklib.plots import landmark_grid, plot_score_histogram, save
 
 if quick:
     folds, epochs, crop_size = (QUICK_EDA[k] for k in ("folds", "epochs", "crop_size"))
-kw = {"folds": folds, "epochs": epochs, "crop_size": crop_size, "device": device} if use_model else {}
+prepare_data(data_dir, zip_path, test_points_path, demo, quick)
+eda_dir = output_path(run_dir, "eda", mount_drive)
+csv_out = Path(out) if out else eda_dir / "bad_annotations.csv"
+kw = {"folds": folds, "epochs": epochs, "crop_size": crop_size, "device": device,
+      "fold_dir": eda_dir / "folds"} if use_model else {}
 scores = eda.score_annotations(data_dir, use_model, k, **kw)
-Path(out).parent.mkdir(parents=True, exist_ok=True)
-with atomic_path(out) as tmp:
+csv_out.parent.mkdir(parents=True, exist_ok=True)
+with atomic_path(csv_out) as tmp:
     scores.to_csv(tmp, index=False)
-print(eda.summary(scores), "->", out)
+print(eda.summary(scores), "->", csv_out)
 scores.head(10)
 
 # %%
-save(plot_score_histogram(scores, k), Path(run_dir) / "eda_scores.png")
+save(plot_score_histogram(scores, k), eda_dir / "eda_scores.png")
 plt.show()
 
 # %% [markdown]
@@ -94,7 +111,8 @@ plt.show()
 top = scores.head(8)
 fig = landmark_grid(*eda.labelled_images(data_dir, top),   # reads only these lines of landmarks.csv
                     titles=[f"{r.reason} (z {r.score:.0f})" for r in top.itertuples()])
-save(fig, Path(run_dir) / "eda_worst.png")
+save(fig, eda_dir / "eda_worst.png")
+print(f"figures in {eda_dir}")
 plt.show()
 
 # %% [markdown]

@@ -31,9 +31,10 @@
 # (one drop vs drop, back to the peak, drop again), `batch` (64 vs 256, LR scaled by sqrt or linearly).
 
 # %% [markdown]
-# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib and installs it
-# with `--no-deps`, so Colab's own CUDA build of torch is never replaced and no restart is needed.
-# Elsewhere it only moves to the repository root, where the paths below are relative to.
+# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib (or updates
+# the clone) and installs it with `--no-deps`, so Colab's own CUDA build of torch and its kernel
+# packages are never replaced and no restart is needed. Elsewhere it only moves to the repository
+# root, where the paths below are relative to.
 
 # %%
 import os
@@ -41,16 +42,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork
-if "google.colab" in sys.modules:
-    repo = Path("/content/landmarklib")
-    if not repo.exists():
+REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork (then also the badges in README.md)
+if Path.cwd().name == "notebooks":   # Jupyter started in notebooks/: work from the repository root
+    os.chdir("..")
+if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file():
+    # Opened from a badge: a Colab runtime in /content. Clone the repository, or update the clone an
+    # earlier session left, then install it with --no-deps (Colab's torch and kernel stay as they are).
+    # A headless run (papermill) starts at the repository root and skips all of this.
+    repo = Path("landmarklib").resolve()
+    if not repo.is_dir():
         subprocess.run(["git", "clone", "-q", REPO_URL, str(repo)], check=True)
+    elif subprocess.run(["git", "-C", str(repo), "pull", "-q", "--ff-only"]).returncode:
+        print(f"could not update {repo} (see git's message above); using it as it is")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
     sys.path.insert(0, str(repo))
     os.chdir(repo)
-elif Path.cwd().name == "notebooks":
-    os.chdir("..")
 
 # %% tags=["parameters"]
 data_dir = "data"
@@ -66,7 +72,10 @@ crop_size = 64
 augment = "flip"
 blocklist = None              # the blocklist grid needs bad_annotations.csv from eda_bad_annotations.ipynb
 device = "auto"
-mount_drive = True            # interactive Colab: runs on Drive
+zip_path = None               # the contest zip (e.g. on Drive): unpacked into data_dir on a fresh runtime
+test_points_path = None
+demo = None
+mount_drive = True            # in Colab: runs on Drive
 loss_follow_up = True         # lr_drop grid: then MSE vs SmoothL1 at the best schedule
 # blocklist (above), when given: then with vs without the flagged rows at the best configuration
 quick = False
@@ -77,26 +86,25 @@ from landmarklib.notebook import check_parameters
 globals().update(check_parameters("lr_drop_ablation", globals()))   # every -p: a known name, the right type
 
 # %%
-import importlib.util
-
-if importlib.util.find_spec("papermill") is None:   # not preinstalled in Colab
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "papermill"], check=True)
-
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
 from landmarklib import ablation
+from landmarklib.colab import install_missing
 from landmarklib.config import QUICK, int_list
-from landmarklib.notebook import runs_root
+from landmarklib.notebook import prepare_data, runs_root
 from landmarklib.plots import plot_ablation, save
 
+install_missing(["papermill>=2.5"])   # not preinstalled in Colab; installed without touching Colab's packages
 seeds = int_list(seeds, "seeds")
 if quick:
     epochs, seeds = QUICK["epochs"], seeds[:1]
+prepare_data(data_dir, zip_path, test_points_path, demo, quick)   # the runs below find it unpacked
 base = dict(data_dir=str(Path(data_dir).resolve()), arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
             loss=loss, crop_size=crop_size, augment=augment, device=device)
 ablation_root = Path(run_dir or runs_root(mount_drive) / "ablation").resolve()
+print(f"runs in {ablation_root}")
 notebook = Path("notebooks/train.ipynb").resolve()
 configs = ablation.grid(grid_name, epochs, str(Path(blocklist).resolve()) if blocklist else None)
 runs = ablation.run_grid(configs, base, seeds, ablation_root, notebook, quick)

@@ -21,16 +21,17 @@
 # # Train one model
 #
 # The same `landmarklib.train.fit` as `python -m landmarklib.train`. The run goes to `run_dir`, by
-# default `runs/<run name>` (the name spells the recipe), and in an interactive Colab session to
-# `MyDrive/landmarklib/runs/<run name>` on Google Drive, which outlives the runtime. Rerunning the
+# default `runs/<run name>` (the name spells the recipe; `demo_<run name>` on the demo set), and in
+# Colab to `MyDrive/landmarklib/runs/<run name>` on Google Drive, which outlives the runtime. Rerunning the
 # notebook from the top after a disconnect unpacks the data again from `zip_path` if it is gone,
 # rebuilds the cache and resumes from `last.pt` on Drive: a disconnect costs at most one epoch. A
 # finished run is not trained again. Validation MSE is in original-image pixels, the leaderboard's unit.
 
 # %% [markdown]
-# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib and installs it
-# with `--no-deps`, so Colab's own CUDA build of torch is never replaced and no restart is needed.
-# Elsewhere it only moves to the repository root, where the paths below are relative to.
+# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib (or updates
+# the clone) and installs it with `--no-deps`, so Colab's own CUDA build of torch and its kernel
+# packages are never replaced and no restart is needed. Elsewhere it only moves to the repository
+# root, where the paths below are relative to.
 
 # %%
 import os
@@ -38,22 +39,27 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork
-if "google.colab" in sys.modules:
-    repo = Path("/content/landmarklib")
-    if not repo.exists():
+REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork (then also the badges in README.md)
+if Path.cwd().name == "notebooks":   # Jupyter started in notebooks/: work from the repository root
+    os.chdir("..")
+if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file():
+    # Opened from a badge: a Colab runtime in /content. Clone the repository, or update the clone an
+    # earlier session left, then install it with --no-deps (Colab's torch and kernel stay as they are).
+    # A headless run (papermill) starts at the repository root and skips all of this.
+    repo = Path("landmarklib").resolve()
+    if not repo.is_dir():
         subprocess.run(["git", "clone", "-q", REPO_URL, str(repo)], check=True)
+    elif subprocess.run(["git", "-C", str(repo), "pull", "-q", "--ff-only"]).returncode:
+        print(f"could not update {repo} (see git's message above); using it as it is")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
     sys.path.insert(0, str(repo))
     os.chdir(repo)
-elif Path.cwd().name == "notebooks":
-    os.chdir("..")
 
 # %% tags=["parameters"]
 # Every key of landmarklib.config.DEFAULTS, with its default (a test keeps them equal); papermill -p
 # overrides any of them. `python -m landmarklib.train --help` says what each one does.
 data_dir = "data"
-run_dir = None                # None: runs/<run name> (on Drive in an interactive Colab session)
+run_dir = None                # None: runs/<run name> (on Drive in Colab; demo_<run name> on the demo set)
 cache_dir = None              # default <data_dir>/cache; keep it on local disk, never on Drive
 arch = "resnet18"
 pretrained = "auto"           # auto: ImageNet weights for the contest data, none for the demo set
@@ -96,7 +102,7 @@ max_train_steps = None
 zip_path = None               # the contest zip (e.g. on Drive): unpacked into data_dir when data_dir is gone
 test_points_path = None       # the 2020 test_points.csv that came beside the zip
 demo = None                   # None: the demo set only for the default data_dir on a fresh clone; True / False
-mount_drive = True            # interactive Colab: runs on Drive
+mount_drive = True            # in Colab: runs on Drive
 quick = False                 # True: a tiny budget that runs every code path (what the tests run)
 
 # %%
@@ -109,21 +115,24 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from landmarklib.colab import interactive_colab
 from landmarklib.config import notebook_config, resolve_run_dir
 from landmarklib.cache import build_cache, cache_root
 from landmarklib.data import split_indices
 from landmarklib.metric import mse_per_image
-from landmarklib.notebook import interactive_colab, prepare_data, runs_root
+from landmarklib.notebook import prepare_data, runs_root
 from landmarklib.plots import error_by_part, landmark_grid, plot_error_by_part, plot_history, save
 from landmarklib.predict import predict_split
-from landmarklib.train import fit
+from landmarklib.progress import note
+from landmarklib.train import fit, summary
 
 PLOT_SAMPLE = 2000   # validation images drawn and broken down by face part below
-config = resolve_run_dir(notebook_config(globals(), quick), runs_root(mount_drive))
 prepare_data(data_dir, zip_path, test_points_path, demo, quick)
+config = notebook_config(globals(), quick)
+config = resolve_run_dir(config, config["run_dir"] or runs_root(mount_drive))   # None: <runs folder>/<run name>
 run_dir = config["run_dir"]
-print(f"run dir: {run_dir}")
-if interactive_colab():   # live curves while the run trains (event files in <run_dir>/tb)
+note(f"run dir: {run_dir}")
+if interactive_colab():   # live curves while the run trains (event files in <run_dir>/tb); never headless
     get_ipython().run_line_magic("load_ext", "tensorboard")
     get_ipython().run_line_magic("tensorboard", f"--logdir '{run_dir}'")
 history = pd.DataFrame(fit(config))
@@ -154,3 +163,6 @@ save(fig, Path(run_dir) / "val_predictions.png")
 plt.show()
 save(plot_error_by_part(error_by_part(pred, truth)), Path(run_dir) / "error_by_part.png")
 plt.show()
+
+# %%
+note(summary(history.to_dict("records"), run_dir))
