@@ -1,0 +1,271 @@
+"""The Colab journey, rehearsed: each notebook on a fresh runtime of its own, only Drive shared.
+
+The rehearsed Colab (the `colab` fixture) is built as Colab is, from colabtools' own configuration:
+- a Python of its own, which sees this environment's packages as Colab's preinstalled ones (a .pth
+  file), so that what a notebook installs lands there and not in the test environment;
+- a `python3` kernelspec for it, and Colab's IPython configuration (tests/colab_standin/), so every
+  kernel on the "VM", the ones papermill starts included, has its kernel class and google.colab;
+- the google.colab stand-in, whose drive.mount needs a person at the frontend;
+- COLAB_RELEASE_TAG in the environment, as on a Colab VM;
+- "GitHub": a git repository of this working tree, which the setup cell clones (REPO_URL is the one
+  thing the rehearsal changes in a notebook, besides the parameters a person would edit);
+- "Drive": a folder holding the contest zip (a small synthetic set), linked at <content>/drive when
+  mounted.
+A runtime is a fresh <content> folder (LANDMARKLIB_COLAB_CONTENT, Colab's /content) with a kernel
+started there; the driver sends each cell as Colab's page does (allow_stdin true) and answers the
+Drive sign-in.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+from unittest import mock
+
+import nbformat
+import pandas as pd
+import pytest
+from jupyter_client import KernelManager
+
+from landmarklib.synth import make_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+STANDIN = ROOT / "tests" / "colab_standin"
+REPO_URL_LINE = 'REPO_URL = "https://github.com/landmarklib/landmarklib"'
+
+
+class Colab:
+    def __init__(self, base: Path):
+        self.base = base
+        self.python = self._python(base / "python")
+        kernels = base / "jupyter" / "kernels" / "python3"
+        kernels.mkdir(parents=True)
+        (kernels / "kernel.json").write_text(json.dumps({
+            "argv": [str(self.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3", "language": "python"}))
+        profile = base / "ipython" / "profile_default"
+        profile.mkdir(parents=True)
+        shutil.copy(STANDIN / "ipython_config.py", profile / "ipython_config.py")
+        self.github = self._github(base / "github")
+        self.drive = base / "drive"
+        data = make_dataset(base / "contest", n_train=120, n_test=30, seed=3, bad_fraction=0.05, workers=1)
+        (self.drive / "MyDrive").mkdir(parents=True)
+        with zipfile.ZipFile(self.drive / "MyDrive" / "contest.zip", "w") as zf:
+            for p in sorted(data.rglob("*")):
+                if p.is_file():
+                    zf.write(p, "DATA/" + p.relative_to(data).as_posix())
+        shutil.rmtree(data)
+        gitlog = base / "bin" / "git"          # logs every git command the notebooks run
+        gitlog.parent.mkdir()
+        gitlog.write_text(f'#!/bin/sh\necho "git $*" >> "$COLAB_REHEARSAL_LOG"\nexec {shutil.which("git")} "$@"\n')
+        gitlog.chmod(0o755)
+        self.env = {"JUPYTER_PATH": str(base / "jupyter"), "IPYTHONDIR": str(base / "ipython"),
+                    "COLAB_RELEASE_TAG": "rehearsal", "COLAB_REHEARSAL_DRIVE": str(self.drive),
+                    "PATH": f"{gitlog.parent}:{self.python.parent}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+                    "PIP_NO_BUILD_ISOLATION": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                    "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+
+    @staticmethod
+    def _python(prefix: Path) -> Path:
+        venv.create(prefix, with_pip=False)
+        site = next(prefix.glob("lib/python3*/site-packages"))
+        import site as site_mod
+        (site / "_preinstalled.pth").write_text("\n".join([str(STANDIN)] + site_mod.getsitepackages()) + "\n")
+        return prefix / "bin" / "python"
+
+    @staticmethod
+    def _github(dest: Path) -> Path:
+        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.split()
+        for f in files:
+            if (ROOT / f).is_file():
+                (dest / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / f, dest / f)
+        git = ["git", "-c", "user.name=r", "-c", "user.email=r@example.invalid"]
+        subprocess.run(git + ["init", "-q", "-b", "main"], cwd=dest, check=True)
+        subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
+        subprocess.run(git + ["commit", "-qm", "snapshot"], cwd=dest, check=True)
+        return dest
+
+
+class Disconnected(Exception):
+    pass
+
+
+class Runtime:
+    """One Colab runtime: a fresh /content and a kernel started in it, driven as Colab's page drives it."""
+
+    def __init__(self, colab: Colab, name: str):
+        self.colab, self.dir = colab, colab.base / name
+        shutil.rmtree(self.dir, ignore_errors=True)          # a new VM: nothing of the last one's disk
+        self.content = self.dir / "content"
+        (self.dir / "tmp").mkdir(parents=True)
+        self.content.mkdir()
+        self.log, self.pip_log = self.dir / "colab.log", self.dir / "pip.log"
+        self.env = os.environ | colab.env | {"LANDMARKLIB_COLAB_CONTENT": str(self.content),
+                                             "COLAB_REHEARSAL_LOG": str(self.log), "PIP_LOG": str(self.pip_log),
+                                             "TMPDIR": str(self.dir / "tmp")}
+        with mock.patch.dict(os.environ, {"JUPYTER_PATH": colab.env["JUPYTER_PATH"]}):
+            self.km = KernelManager(kernel_name="python3")
+            self.km.start_kernel(cwd=str(self.content), env=self.env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=120)
+        self.output: list[str] = []
+
+    def run(self, notebook: str, params: dict, disconnect_after: str | None = None) -> str:
+        """Every code cell of notebooks/<notebook>.ipynb (as on GitHub), the parameters cell edited
+        as a person would; with disconnect_after, the VM dies as soon as that text is printed."""
+        nb = nbformat.read(self.colab.github / "notebooks" / f"{notebook}.ipynb", as_version=4)
+        start = len(self.output)
+        for cell in (c for c in nb.cells if c.cell_type == "code"):
+            source = cell.source.replace(REPO_URL_LINE, f'REPO_URL = "{self.colab.github}"')
+            if "parameters" in cell.metadata.get("tags", []):
+                source = "\n".join([source] + [f"{k} = {v!r}" for k, v in params.items()])
+            self._execute(source, disconnect_after)
+        return "".join(self.output[start:])
+
+    def _execute(self, source: str, disconnect_after: str | None) -> None:
+        def output(msg):
+            content = msg["content"]
+            text = content.get("text") or "".join(content.get("data", {}).get("text/plain", ""))
+            self.output.append(text)
+            if disconnect_after and disconnect_after in text:
+                self.km.provisioner.process.kill()           # the VM is gone, mid-run
+                raise Disconnected
+
+        def sign_in(msg):                                     # the person answers Drive's sign-in
+            self.kc.input("4/rehearsal-authorization-code")
+        reply = self.kc.execute_interactive(source, allow_stdin=True, output_hook=output, stdin_hook=sign_in,
+                                            timeout=600)
+        if reply["content"]["status"] != "ok":
+            c = reply["content"]
+            raise AssertionError(f"{c['ename']}: {c['evalue']}\n--- output ---\n{''.join(self.output)[-3000:]}")
+
+    def events(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.is_file() else []
+
+    def close(self) -> None:
+        for info in (self.dir / "tmp").glob(".tensorboard-info/*.info"):   # TensorBoard servers a notebook started
+            try:
+                os.kill(json.loads(info.read_text())["pid"], signal.SIGKILL)
+            except (OSError, ValueError, KeyError):
+                pass
+        self.kc.stop_channels()
+        if self.km.has_kernel:
+            self.km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def colab(tmp_path_factory) -> Colab:
+    return Colab(tmp_path_factory.mktemp("colab"))
+
+
+def test_the_journey_each_notebook_on_its_own_runtime(colab):
+    drive_runs = colab.drive / "MyDrive" / "landmarklib" / "runs"
+    opened = []
+
+    def runtime(name):
+        rt = Runtime(colab, name)
+        opened.append(rt)
+        return rt
+
+    def zip_on(rt):
+        return str(rt.content / "drive" / "MyDrive" / "contest.zip")
+    try:
+        # data.ipynb, opened from its badge: clones, installs, mounts Drive (signing in), unpacks the zip
+        # from Drive; then a person edits a parameter and runs all cells again in the same kernel.
+        rt = runtime("data")
+        rt.run("data", {"zip_path": zip_on(rt), "quick": True})
+        events = rt.events()
+        assert any(e.startswith(f"git clone -q {colab.github}") for e in events)
+        assert any(e.startswith(f"mounted {rt.content / 'drive'}") for e in events)
+        assert "Successfully installed landmarklib" in rt.pip_log.read_text()
+        assert (drive_runs / "data" / "data_grid.png").is_file()
+        again = rt.run("data", {"zip_path": zip_on(rt), "quick": True, "resize_mode": "pad"})
+        assert "train_32_pad" in again
+        rt.close()
+
+        # eda_bad_annotations.ipynb on a fresh runtime: only the zip on Drive to start from.
+        rt = runtime("eda")
+        out = rt.run("eda_bad_annotations", {"zip_path": zip_on(rt), "quick": True})
+        blocklist = drive_runs / "eda" / "bad_annotations.csv"
+        assert f"-> {rt.content / 'drive' / 'MyDrive' / 'landmarklib' / 'runs' / 'eda' / 'bad_annotations.csv'}" in out
+        assert len(pd.read_csv(blocklist)) == 120 and len(list((drive_runs / "eda" / "folds").glob("*.npz"))) == 2
+        rt.close()
+
+        # train.ipynb: the VM dies after epoch 2; a new one runs the notebook again and the run resumes
+        # from last.pt on Drive. Then a parameter edited, all cells again, same kernel.
+        train = {"quick": False, "epochs": 6, "crop_size": 32, "batch_size": 8, "max_train_steps": 2,
+                 "blocklist": str(Path("/unused"))}
+        rt = runtime("train")
+        train["blocklist"] = str(rt.content / "drive" / "MyDrive" / "landmarklib" / "runs" / "eda" / "bad_annotations.csv")
+        with pytest.raises(Disconnected):
+            rt.run("train", train | {"zip_path": zip_on(rt)}, disconnect_after="epoch 2:")
+        rt.close()
+        [run_dir] = [p.parent for p in drive_runs.glob("*/last.pt")]
+        assert run_dir.name.startswith("demo_resnet18_")             # the demo set says so in the run's name
+        rt = runtime("train")                                        # a fresh VM: no clone, no data, no cache
+        train["blocklist"] = str(rt.content / "drive" / "MyDrive" / "landmarklib" / "runs" / "eda" / "bad_annotations.csv")
+        out = rt.run("train", train | {"zip_path": zip_on(rt)})
+        assert "resuming" in out and "best val_mse_px" in out and f"in {rt.content / 'drive'}" in out
+        assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+        assert list((rt.dir / "tmp" / ".tensorboard-info").glob("*.info"))   # interactive: TensorBoard shown
+        again = rt.run("train", train | {"zip_path": zip_on(rt), "seed": 1, "epochs": 2})
+        assert "best val_mse_px" in again and "_s1" in again
+        rt.close()
+
+        # lr_drop_ablation.ipynb: its runs are papermill kernels on the same VM: headless inside Colab.
+        rt = runtime("ablation")
+        out = rt.run("lr_drop_ablation", {"zip_path": zip_on(rt), "quick": True, "grid_name": "resize",
+                                          "loss_follow_up": False})
+        kernels = {e.split("pid=")[1] for e in rt.events() if e.startswith("kernel ")}
+        mounts = [e for e in rt.events() if e.startswith("mount")]
+        assert len(kernels) == 3                                       # the notebook's and its two runs'
+        assert len({m.split("pid=")[1] for m in mounts}) == 1          # only the notebook's kernel mounted
+        assert sum(e.startswith("git clone") for e in rt.events()) == 1 and not any("pull" in e for e in rt.events())
+        assert rt.pip_log.read_text().count("Successfully installed landmarklib") == 1   # the setup cell's only
+        assert not list((rt.dir / "tmp").glob(".tensorboard-info/*.info"))   # no TensorBoard server headless
+        assert "epoch 4:" in out and "best val_mse_px" in out           # the runs' own lines, relayed
+        assert (drive_runs / "ablation" / "results.md").is_file()
+        rt.close()
+
+        # submission.ipynb: the latest run on Drive, the submission written to Drive.
+        rt = runtime("submission")
+        out = rt.run("submission", {"zip_path": zip_on(rt), "quick": True})
+        assert f"checkpoints from: {rt.content / 'drive'}" in out
+        assert "local score (synthetic ground truth): MSE" in out
+        assert (drive_runs / "submission.csv").is_file()
+        rt.close()
+    finally:
+        for rt in opened:
+            rt.close()
+
+
+def test_run_all_in_colab_leaves_colab_packages_as_they_are(colab, tmp_path):
+    """`!./run_all.sh` (or ./run_tests.sh) in Colab: setup_env.sh installs only what Colab's Python
+    lacks, and landmarklib with --no-deps. Colab ships ipywidgets 7 while requirements.txt asks for
+    >= 8: installing requirements.txt there would replace it."""
+    site = next((colab.base / "python").glob("lib/python3*/site-packages"))
+    pinned = site / "ipywidgets-7.7.1.dist-info"
+    pinned.mkdir(exist_ok=True)
+    (pinned / "METADATA").write_text("Metadata-Version: 2.1\nName: ipywidgets\nVersion: 7.7.1\n")
+    (pinned / "INSTALLER").write_text("colab\n")
+    repo = tmp_path / "landmarklib"
+    shutil.copytree(colab.github, repo)
+    env = os.environ | colab.env | {"PIP_LOG": str(tmp_path / "pip.log")}
+    for key in ("PYTHON", "VIRTUAL_ENV", "CONDA_PREFIX"):
+        env.pop(key, None)
+    out = subprocess.run(["bash", "-c", "source ./setup_env.sh && echo \"PY=$PY\""], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"PY={colab.python.parent / 'python3'}" in out.stdout
+    version = subprocess.run([str(colab.python), "-c", "import importlib.metadata as m; print(m.version('ipywidgets'))"],
+                             capture_output=True, text=True, env=env).stdout.strip()
+    assert version == "7.7.1"
+    log = (tmp_path / "pip.log").read_text()
+    assert "Successfully installed landmarklib" in log and "-r requirements.txt" not in out.stdout
