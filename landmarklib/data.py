@@ -116,6 +116,7 @@ def read_landmarks(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
         try:
             chunk = next(reader)
         except StopIteration:
+            rows_bar.total = rows_bar.n          # the line count sized it: one more (the header)
             rows_bar.close()
             break
         except pd.errors.ParserError as e:

@@ -146,6 +146,11 @@ class Runtime:
             c = reply["content"]
             raise AssertionError(f"{c['ename']}: {c['evalue']}\n--- output ---\n{''.join(self.output)[-3000:]}")
 
+    def restart(self) -> None:
+        """Colab's "Restart session": a new kernel, the same VM and /content."""
+        self.km.restart_kernel(now=True)
+        self.kc.wait_for_ready(timeout=120)
+
     def events(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.is_file() else []
 
@@ -188,6 +193,15 @@ def test_the_journey_each_notebook_on_its_own_runtime(colab):
         assert (drive_runs / "data" / "data_grid.png").is_file()
         again = rt.run("data", {"zip_path": zip_on(rt), "quick": True, "resize_mode": "pad"})
         assert "train_32_pad" in again
+        # A new commit on GitHub, then "Restart session": the setup cell updates the clone it finds.
+        (colab.github / "NEWS").write_text("a fix\n")
+        subprocess.run(["git", "add", "NEWS"], cwd=colab.github, check=True)
+        subprocess.run(["git", "-c", "user.name=r", "-c", "user.email=r@example.invalid", "commit", "-qm", "news"],
+                       cwd=colab.github, check=True)
+        rt.restart()
+        rt.run("data", {"zip_path": zip_on(rt), "quick": True})
+        assert any(e.startswith("git -C") and "pull" in e for e in rt.events())
+        assert (rt.content / "landmarklib" / "NEWS").is_file()
         rt.close()
 
         # eda_bad_annotations.ipynb on a fresh runtime: only the zip on Drive to start from.
