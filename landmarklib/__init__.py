@@ -7,7 +7,9 @@ One module per concept, data flowing one way:
 Beside the flow: config (defaults, quick profiles, validation, run names), runtime (device,
 precision), geometry (pixel conventions and the codec: labels <-> targets <-> original pixels),
 metric (the contest MSE), layout (point groups, flip permutation), synth (demo set), eda (bad
-annotations), ablation and plots (what the notebooks show), atomic (safe writes).
+annotations), ablation and plots (what the notebooks show), atomic (safe writes), notebook (parameters,
+data and outputs of the notebooks), colab (interactive or headless, Drive, installing into Colab),
+progress (bars for a terminal, a notebook, or a headless kernel).
 """
 
 __version__ = "0.1.0"
