@@ -1,5 +1,4 @@
 """The Colab journey's parts, one test each (the whole journey: test_colab_rehearsal.py)."""
-import json
 import os
 import pty
 import re

@@ -214,8 +214,7 @@ def test_the_journey_each_notebook_on_its_own_runtime(colab):
 
         # train.ipynb: the VM dies after epoch 2; a new one runs the notebook again and the run resumes
         # from last.pt on Drive. Then a parameter edited, all cells again, same kernel.
-        train = {"quick": False, "epochs": 6, "crop_size": 32, "batch_size": 8, "max_train_steps": 2,
-                 "blocklist": str(Path("/unused"))}
+        train = {"quick": False, "epochs": 6, "crop_size": 32, "batch_size": 8, "max_train_steps": 2}
         rt = runtime("train")
         train["blocklist"] = str(rt.content / "drive" / "MyDrive" / "landmarklib" / "runs" / "eda" / "bad_annotations.csv")
         with pytest.raises(Disconnected):
