@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import atomic_path
+from .config import QUICK, check_same_recipe, make_config, run_folder_name
 from .errors import DataError
 from .progress import bar
-from .config import QUICK, check_same_recipe, make_config, run_folder_name
 from .schedules import default_drop_at
 
 

@@ -26,7 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_path, write_json
-from .data import SPLIT_CSV, Split, check, check_images_exist, load_split
+from .data import SPLIT_CSV, Split, check, check_images_exist, is_synthetic, load_split
 from .errors import DataError, os_error
 from .geometry import encode, fit_affine, warp_image
 from .progress import bar
@@ -146,7 +146,7 @@ def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: i
     fit_affine(100, 100, crop_size, mode)  # validates mode early
     out = cache_dir(root, split, crop_size, mode)
     manifest = {"version": CACHE_VERSION, "split": split, "size": crop_size, "mode": mode,
-                "synthetic": (Path(data_dir) / "SYNTHETIC.json").is_file()}
+                "synthetic": is_synthetic(data_dir)}
     if (out / "manifest.json").exists() and (cache := _built_and_unchanged(out, Path(data_dir), split, manifest)):
         return cache
     src = src if src is not None else load_split(data_dir, split)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from .augment import MODES as AUGMENTS
+from .data import is_synthetic
 from .errors import DataError
 from .geometry import MODES as RESIZE_MODES
 from .losses import LOSSES
@@ -292,8 +293,7 @@ def check_same_data(run_dir: Path, data_id: dict) -> None:
 def run_folder_name(cfg: dict) -> str:
     """The run name, prefixed `demo_` when cfg's data is the synthetic demo set: a demo run never
     takes the folder a contest run of the same recipe would have."""
-    demo = (Path(cfg["data_dir"]) / "SYNTHETIC.json").is_file()
-    return ("demo_" if demo else "") + run_name(cfg)
+    return ("demo_" if is_synthetic(cfg["data_dir"]) else "") + run_name(cfg)
 
 
 def resolve_run_dir(cfg: dict, root: Path | str = "runs") -> dict:

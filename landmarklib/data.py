@@ -519,6 +519,11 @@ def has_layout(data_dir: Path | str) -> bool:
     return (d / "train" / "landmarks.csv").is_file() and (d / "test" / "test_points.csv").is_file()
 
 
+def is_synthetic(data_dir: Path | str) -> bool:
+    """Whether data_dir holds the synthetic demo set (synth writes SYNTHETIC.json beside its splits)."""
+    return (Path(data_dir) / "SYNTHETIC.json").is_file()
+
+
 def fingerprint(data_dir: Path | str) -> dict:
     """A cheap identity of a data set that survives re-unpacking (no mtimes): the size and the first
     and last 64 KiB of train/landmarks.csv, and the number of training images."""
@@ -534,7 +539,7 @@ def fingerprint(data_dir: Path | str) -> dict:
         h.update(f.read())
     return {"landmarks_csv": f"{size}:{h.hexdigest()[:16]}",
             "train_images": len(os.listdir(Path(data_dir) / "train" / "images")),
-            "synthetic": (Path(data_dir) / "SYNTHETIC.json").is_file()}
+            "synthetic": is_synthetic(data_dir)}
 
 
 @cli

@@ -43,8 +43,9 @@ def _bound_names(source: str) -> set[str]:
 def declared_parameters(name: str) -> tuple[dict, set[str]]:
     """(parameter -> default, names the other cells bind) of notebooks/<name>.py."""
     text = (NOTEBOOKS / f"{name}.py").read_text()
-    cells = [c.split("\n", 1)[1] if i else c for i, c in enumerate(text.split("\n# %%"))]
-    index = next(i for i, c in enumerate(text.split("\n# %%")) if c.startswith(' tags=["parameters"]'))
+    chunks = text.split("\n# %%")   # each starts with the rest of its marker line (tags, [markdown])
+    index = next(i for i, c in enumerate(chunks) if c.startswith(' tags=["parameters"]'))
+    cells = [c.split("\n", 1)[1] if i else c for i, c in enumerate(chunks)]
     params = {}
     for node in ast.parse(cells[index]).body:
         for target in node.targets if isinstance(node, ast.Assign) else []:
@@ -53,7 +54,8 @@ def declared_parameters(name: str) -> tuple[dict, set[str]]:
                     params[target.id] = ast.literal_eval(node.value)
                 except ValueError:
                     params[target.id] = None
-    others = set().union(*(_bound_names(c) for i, c in enumerate(cells) if i != index and not c.startswith(" [markdown]")))
+    others = set().union(*(_bound_names(c) for i, c in enumerate(cells)
+                           if i != index and not chunks[i].startswith(" [markdown]")))
     return params, others - set(params)
 
 

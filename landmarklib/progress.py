@@ -22,7 +22,7 @@ import sys
 from tqdm import tqdm as text_bar
 from tqdm.auto import tqdm as auto_bar
 
-from .colab import frontend_attached, headless_kernel, kernel
+from .colab import frontend_attached, headless_kernel
 
 _terminal_stream: io.TextIOBase | None | bool = False   # False: not looked up yet
 
@@ -78,7 +78,7 @@ def bar(iterable=None, **kwargs):
     """A progress bar (tqdm's arguments) for wherever this runs."""
     if headless_kernel():
         return HeadlessBar(iterable, **kwargs)
-    if kernel() is not None and frontend_attached():
+    if frontend_attached():
         return auto_bar(iterable, **kwargs)
     return text_bar(iterable, **kwargs)
 

@@ -8,6 +8,8 @@ import sys
 import torch
 import torchvision
 
+from .colab import on_colab
+
 
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA, then Apple's MPS, then the CPU; any other name is taken as given."""
@@ -75,7 +77,7 @@ def format_device_report(r: dict) -> str:
 
 def warn_if_colab_without_gpu(device: torch.device) -> None:
     """In a Colab session on a CPU runtime, say so loudly: training there takes hours, not minutes."""
-    if "google.colab" in sys.modules and device.type != "cuda":
+    if on_colab() and device.type != "cuda":
         print("=" * 78 + "\nNO GPU: this Colab runtime has no GPU, so training runs on the CPU (very slow).\n"
               "Runtime -> Change runtime type -> Hardware accelerator: GPU (T4), then run all cells again.\n"
               + "=" * 78, file=sys.stderr)

@@ -210,8 +210,8 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
             epochs.set_postfix(val_mse_px=f"{stats['val_mse_px']:.3f}", loss=f"{stats['train_loss']:.5f}",
                                refresh=False)
             note(f"epoch {epoch + 1}: lr {lr:.2e} train_loss {stats['train_loss']:.5f} "
-                       f"val_mse_px {stats['val_mse_px']:.3f} val_mse30_px {stats['val_mse30_px']:.3f} "
-                       f"({stats['images_per_s']:.0f} img/s, data wait {100 * stats['data_wait']:.1f} %)")
+                 f"val_mse_px {stats['val_mse_px']:.3f} val_mse30_px {stats['val_mse30_px']:.3f} "
+                 f"({stats['images_per_s']:.0f} img/s, data wait {100 * stats['data_wait']:.1f} %)")
         if run_dir is None:
             continue
         augment_states = [generator.get_state()]

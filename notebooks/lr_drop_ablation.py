@@ -93,7 +93,7 @@ from IPython.display import Markdown, display
 from landmarklib import ablation
 from landmarklib.colab import install_missing
 from landmarklib.config import QUICK, int_list
-from landmarklib.notebook import prepare_data, runs_root
+from landmarklib.notebook import output_path, prepare_data
 from landmarklib.plots import plot_ablation, save
 
 install_missing(["papermill>=2.5"])   # not preinstalled in Colab; installed without touching Colab's packages
@@ -103,7 +103,7 @@ if quick:
 prepare_data(data_dir, zip_path, test_points_path, demo, quick)   # the runs below find it unpacked
 base = dict(data_dir=str(Path(data_dir).resolve()), arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
             loss=loss, crop_size=crop_size, augment=augment, device=device)
-ablation_root = Path(run_dir or runs_root(mount_drive) / "ablation").resolve()
+ablation_root = output_path(run_dir, "ablation", mount_drive).resolve()
 print(f"runs in {ablation_root}")
 notebook = Path("notebooks/train.ipynb").resolve()
 configs = ablation.grid(grid_name, epochs, str(Path(blocklist).resolve()) if blocklist else None)

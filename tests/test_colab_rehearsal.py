@@ -179,8 +179,11 @@ def test_the_journey_each_notebook_on_its_own_runtime(colab):
         opened.append(rt)
         return rt
 
+    def on_drive(rt, *parts):     # a path on Drive as that runtime's notebooks spell it
+        return str(rt.content.joinpath("drive", "MyDrive", *parts))
+
     def zip_on(rt):
-        return str(rt.content / "drive" / "MyDrive" / "contest.zip")
+        return on_drive(rt, "contest.zip")
     try:
         # data.ipynb, opened from its badge: clones, installs, mounts Drive (signing in), unpacks the zip
         # from Drive; then a person edits a parameter and runs all cells again in the same kernel.
@@ -208,7 +211,7 @@ def test_the_journey_each_notebook_on_its_own_runtime(colab):
         rt = runtime("eda")
         out = rt.run("eda_bad_annotations", {"zip_path": zip_on(rt), "quick": True})
         blocklist = drive_runs / "eda" / "bad_annotations.csv"
-        assert f"-> {rt.content / 'drive' / 'MyDrive' / 'landmarklib' / 'runs' / 'eda' / 'bad_annotations.csv'}" in out
+        assert f"-> {on_drive(rt, 'landmarklib', 'runs', 'eda', 'bad_annotations.csv')}" in out
         assert len(pd.read_csv(blocklist)) == 120 and len(list((drive_runs / "eda" / "folds").glob("*.npz"))) == 2
         rt.close()
 
@@ -216,14 +219,14 @@ def test_the_journey_each_notebook_on_its_own_runtime(colab):
         # from last.pt on Drive. Then a parameter edited, all cells again, same kernel.
         train = {"quick": False, "epochs": 6, "crop_size": 32, "batch_size": 8, "max_train_steps": 2}
         rt = runtime("train")
-        train["blocklist"] = str(rt.content / "drive" / "MyDrive" / "landmarklib" / "runs" / "eda" / "bad_annotations.csv")
+        train["blocklist"] = on_drive(rt, "landmarklib", "runs", "eda", "bad_annotations.csv")
         with pytest.raises(Disconnected):
             rt.run("train", train | {"zip_path": zip_on(rt)}, disconnect_after="epoch 2:")
         rt.close()
         [run_dir] = [p.parent for p in drive_runs.glob("*/last.pt")]
         assert run_dir.name.startswith("demo_resnet18_")             # the demo set says so in the run's name
         rt = runtime("train")                                        # a fresh VM: no clone, no data, no cache
-        train["blocklist"] = str(rt.content / "drive" / "MyDrive" / "landmarklib" / "runs" / "eda" / "bad_annotations.csv")
+        train["blocklist"] = on_drive(rt, "landmarklib", "runs", "eda", "bad_annotations.csv")
         out = rt.run("train", train | {"zip_path": zip_on(rt)})
         assert "resuming" in out and "best val_mse_px" in out and f"in {rt.content / 'drive'}" in out
         assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
