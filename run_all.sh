@@ -52,9 +52,9 @@ run() {  # run NOTEBOOK [papermill args...]
   echo "   done in $((SECONDS - start)) s"
 }
 
-run data -p run_dir "$OUT" -p demo "$MAKE_DEMO"
-run eda_bad_annotations -p run_dir "$OUT" -p out "$OUT/bad_annotations.csv"
+run data -p out_dir "$OUT" -p demo "$MAKE_DEMO"
+run eda_bad_annotations -p out_dir "$OUT" -p out "$OUT/bad_annotations.csv"
 run train -p run_dir "$OUT/train" "${DEMO[@]}"
-run lr_drop_ablation -p run_dir "$OUT/ablation" -p blocklist "$OUT/bad_annotations.csv" "${DEMO[@]}"
-run submission -p run_dir "$OUT/train" -p out "$OUT/submission.csv"
+run lr_drop_ablation -p grid_dir "$OUT/ablation" -p blocklist "$OUT/bad_annotations.csv" "${DEMO[@]}"
+run submission -p run_dirs "$OUT/train" -p out "$OUT/submission.csv"
 echo "== all notebooks ran in $SECONDS s; outputs in $OUT (executed notebooks in $NB_OUT)"

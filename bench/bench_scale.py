@@ -261,8 +261,8 @@ def rehearse(data_dir: Path, crop: int, steps: int, stages: list[str]) -> list[d
         shutil.rmtree(data_dir / "cache", ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     if "eda_image" in stages:   # and the EDA builds its own (whole-face) cache
-        from landmarklib.cache import cache_dir, cache_root   # here: the parent process imports no torch otherwise
-        shutil.rmtree(cache_dir(cache_root(data_dir), "train", crop, "pad"), ignore_errors=True)
+        from landmarklib.cache import cache_root, split_cache_dir   # here: the parent process imports no torch otherwise
+        shutil.rmtree(split_cache_dir(cache_root(data_dir), "train", crop, "pad"), ignore_errors=True)
     work.mkdir(exist_ok=True)
     writes = {"cache": [data_dir / "cache"], "train": [work / "run"], "predict": [work / "submission.csv"],
               "eda_image": [data_dir / "cache"]}

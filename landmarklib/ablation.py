@@ -14,63 +14,83 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import atomic_path
-from .config import QUICK, check_same_recipe, make_config, run_folder_name
+from .config import check_same_recipe, notebook_config, run_folder_name
 from .errors import DataError
 from .progress import bar
-from .schedules import default_drop_at
 
 
-GRIDS = ("lr_drop", "loss", "arch", "blocklist", "warmup", "resize", "optimizer", "augment", "restarts", "batch")
 ADAMW_DECAY = 0.05
+BLOCKLIST = "<blocklist>"   # in a grid: the blocklist= given to grid() (bad_annotations.csv from the EDA)
+
+# Each grid is a table of arms: label -> overrides of the base recipe, one knob at a time. Epochs in
+# drop_at / restart_at are fractions of the run (floats), resolved for the run's length by grid();
+# a label's {drop_at} and {restart_at} show the resolved epochs. Adding a grid is one entry.
+GRID_TABLE: dict[str, dict[str, dict]] = {
+    "lr_drop": {"constant": {"schedule": "constant"},
+                "one drop @{drop_at}": {"schedule": "drop", "drop_at": [2 / 3]},
+                "two drops @{drop_at}": {"schedule": "drop", "drop_at": [1 / 2, 3 / 4]},
+                "reduce on plateau": {"schedule": "plateau"},
+                "cosine": {"schedule": "cosine"}},
+    "loss": {loss: {"loss": loss} for loss in ("mse", "smoothl1", "l1", "wing")},
+    "arch": {"resnext50": {"arch": "resnext50"}, "resnet101": {"arch": "resnet101"}},
+    "blocklist": {"all rows": {"blocklist": None}, "without flagged rows": {"blocklist": BLOCKLIST}},
+    "warmup": {"no warmup": {"warmup": 0.0}, "5 % warmup": {"warmup": 0.05}, "20 % warmup": {"warmup": 0.2}},
+    "resize": {"centre crop": {"resize_mode": "crop"}, "pad (whole face)": {"resize_mode": "pad"}},
+    # AdamW with weight decay 0 is Adam: the switch only turns the decay on
+    "optimizer": {"adam": {"optimizer": "adam", "weight_decay": 0.0},
+                  "adamw": {"optimizer": "adamw", "weight_decay": ADAMW_DECAY},
+                  "adam, adamw from 1/2": {"optimizer": "adamw", "weight_decay": ADAMW_DECAY,
+                                           "weight_decay_from": 0.5}},
+    "augment": {mode: {"augment": mode} for mode in ("none", "flip", "full")},
+    # the report: back to the peak after the drop, then a second drop (no gain seen)
+    "restarts": {"one drop @{drop_at}": {"schedule": "drop", "drop_at": [2 / 3]},
+                 "drop @{drop_at[0]}, restart @{restart_at[0]}, drop @{drop_at[1]}":
+                     {"schedule": "drop", "drop_at": [1 / 3, 5 / 6], "restart_at": [1 / 2]},
+                 "cosine": {"schedule": "cosine"}},
+    # lr is quoted for batch 32 and scaled by sqrt(batch / 32) unless lr_scaling says linear
+    "batch": {"batch 64": {"batch_size": 64}, "batch 256, lr scaled by sqrt": {"batch_size": 256},
+              "batch 256, lr scaled linearly": {"batch_size": 256, "lr_scaling": "linear"}},
+}
+GRIDS = tuple(GRID_TABLE)
+_EPOCH_KEYS = ("drop_at", "restart_at")
+
+
+def _at_epochs(arm: dict, epochs: int, grid_name: str) -> dict:
+    """An arm's fractions of the run as epochs: in order, each after the one before, all inside the run."""
+    fractions = sorted({f for k in _EPOCH_KEYS for f in arm.get(k, [])})
+    at, last = {}, 0
+    for f in fractions:
+        last = at[f] = max(last + 1, round(f * epochs))
+    if fractions and last > epochs - 1:
+        raise ValueError(f"the {grid_name} grid needs at least {len(fractions) + 1} epochs (its LR changes at "
+                         f"{len(fractions)} epochs inside the run), got {epochs}")
+    return arm | {k: [at[f] for f in arm[k]] for k in _EPOCH_KEYS if k in arm}
 
 
 def grid(name: str, epochs: int, blocklist: str | None = None) -> dict[str, dict]:
-    """Named grids: label -> overrides of the base recipe. Drop epochs scale with `epochs`."""
-    one = default_drop_at(epochs)
-    two = sorted({max(1, round(epochs / 2)), max(2, round(epochs * 3 / 4))})
-    if name == "lr_drop":
-        return {"constant": {"schedule": "constant"},
-                f"one drop @{one[0]}": {"schedule": "drop", "drop_at": one},
-                f"two drops @{','.join(map(str, two))}": {"schedule": "drop", "drop_at": two},
-                "reduce on plateau": {"schedule": "plateau"},
-                "cosine": {"schedule": "cosine"}}
-    if name == "loss":
-        return {loss: {"loss": loss} for loss in ("mse", "smoothl1", "l1", "wing")}
-    if name == "arch":
-        return {"resnext50": {"arch": "resnext50"}, "resnet101": {"arch": "resnet101"}}
-    if name == "blocklist":
-        if not blocklist:
-            raise ValueError("the blocklist grid needs blocklist= (bad_annotations.csv from the EDA notebook)")
-        return {"all rows": {"blocklist": None}, "without flagged rows": {"blocklist": blocklist}}
-    if name == "warmup":
-        return {"no warmup": {"warmup": 0.0}, "5 % warmup": {"warmup": 0.05}, "20 % warmup": {"warmup": 0.2}}
-    if name == "resize":
-        return {"centre crop": {"resize_mode": "crop"}, "pad (whole face)": {"resize_mode": "pad"}}
-    if name == "optimizer":   # AdamW with weight decay 0 is Adam: the switch only turns the decay on
-        return {"adam": {"optimizer": "adam", "weight_decay": 0.0},
-                "adamw": {"optimizer": "adamw", "weight_decay": ADAMW_DECAY},
-                "adam, adamw from 1/2": {"optimizer": "adamw", "weight_decay": ADAMW_DECAY, "weight_decay_from": 0.5}}
-    if name == "augment":
-        return {mode: {"augment": mode} for mode in ("none", "flip", "full")}
-    if name == "restarts":   # the report: back to the peak after the drop, then a second drop (no gain seen)
-        if epochs < 4:
-            raise ValueError(f"the restarts grid needs at least 4 epochs (drop, restart, drop), got {epochs}")
-        first = max(1, round(epochs / 3))
-        restart = max(first + 1, round(epochs / 2))
-        second = min(epochs - 1, max(restart + 1, round(epochs * 5 / 6)))
-        return {f"one drop @{one[0]}": {"schedule": "drop", "drop_at": one},
-                f"drop @{first}, restart @{restart}, drop @{second}":
-                    {"schedule": "drop", "drop_at": [first, second], "restart_at": [restart]},
-                "cosine": {"schedule": "cosine"}}
-    if name == "batch":       # lr is quoted for batch 32 and scaled by sqrt(batch / 32) unless lr_scaling says linear
-        return {"batch 64": {"batch_size": 64}, "batch 256, lr scaled by sqrt": {"batch_size": 256},
-                "batch 256, lr scaled linearly": {"batch_size": 256, "lr_scaling": "linear"}}
-    raise ValueError(f"unknown grid {name!r}; choose one of {', '.join(GRIDS)}")
+    """A grid of GRID_TABLE for a run of `epochs`: label -> overrides of the base recipe."""
+    if name not in GRID_TABLE:
+        raise ValueError(f"grid_name: unknown grid {name!r}; choose one of {', '.join(GRIDS)}")
+    out = {}
+    for label, arm in GRID_TABLE[name].items():
+        if BLOCKLIST in arm.values():
+            if not blocklist:
+                raise ValueError(f"the {name} grid needs blocklist= (bad_annotations.csv from the EDA notebook)")
+            arm = {k: blocklist if v == BLOCKLIST else v for k, v in arm.items()}
+        arm = _at_epochs(arm, epochs, name)
+        out[label.format(**{k: _Epochs(arm[k]) for k in _EPOCH_KEYS if k in arm})] = arm
+    return out
+
+
+class _Epochs(list):
+    """Epochs in a label: {drop_at} is '6,9', {drop_at[0]} is '6'."""
+    def __format__(self, spec: str) -> str:
+        return ",".join(map(str, self))
 
 
 def _config(base: dict, overrides: dict, seed: int, quick: bool = False) -> dict:
-    cfg = {k: v for k, v in (base | overrides | {"seed": seed}).items() if k != "quick"}
-    return make_config(cfg | (QUICK if quick else {}))
+    """The config a run of the grid trains: what its train notebook makes of the same parameters."""
+    return notebook_config(base | overrides | {"seed": seed}, quick)
 
 
 def run_dir_for(base: dict, overrides: dict, seed: int, runs_root: Path | str, quick: bool = False) -> Path:

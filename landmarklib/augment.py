@@ -26,7 +26,7 @@ def to_nchw(images: torch.Tensor) -> torch.Tensor:
 
 
 def flip_targets(targets: torch.Tensor) -> torch.Tensor:
-    """Mirror normalized landmarks: x -> -x and the FORMAT.md re-indexing."""
+    """Mirror normalized landmarks: x -> -x and the docs/FORMAT.md re-indexing."""
     out = targets[:, _FLIP_PERM.to(targets.device)].clone()
     out[..., 0] = -out[..., 0]
     return out

@@ -39,7 +39,7 @@ def cache_root(data_dir: Path | str, cache_dir: Path | str | None = None) -> Pat
     return Path(cache_dir) if cache_dir else Path(data_dir) / "cache"
 
 
-def cache_dir(root: Path | str, split: str, crop_size: int, mode: str) -> Path:
+def split_cache_dir(root: Path | str, split: str, crop_size: int, mode: str) -> Path:
     """Where build_cache puts one split's cache at one size and resize mode."""
     return Path(root) / f"{split}_{crop_size}_{mode}"
 
@@ -144,7 +144,7 @@ def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: i
     when interrupted, rebuilt with one line saying why when unreadable). `src`: the split already
     parsed (load_split), so that a caller that parsed it does not parse it again."""
     fit_affine(100, 100, crop_size, mode)  # validates mode early
-    out = cache_dir(root, split, crop_size, mode)
+    out = split_cache_dir(root, split, crop_size, mode)
     manifest = {"version": CACHE_VERSION, "split": split, "size": crop_size, "mode": mode,
                 "synthetic": is_synthetic(data_dir)}
     if (out / "manifest.json").exists() and (cache := _built_and_unchanged(out, Path(data_dir), split, manifest)):

@@ -1,15 +1,90 @@
-"""Checkpoints: written atomically, read with weights_only=True and checked before use, so a
-truncated, foreign or corrupt file is one clear error naming it, never a traceback mid-run."""
+"""Checkpoints: the training state and its files. Written atomically, read with weights_only=True
+and checked before use, so a truncated, foreign or corrupt file is one clear error naming it,
+never a traceback mid-run.
+
+last.pt is a TrainState (what a run carries from one epoch to the next); best.pt its lean part,
+what predict needs.
+"""
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .atomic import atomic_path
+from .config import recipe_difference
 from .errors import DataError
+
+LAST_KEYS = ("model", "optimizer", "scaler", "plateau", "rng", "epoch", "best", "history", "config")
+BEST_KEYS = ("model", "epoch", "best", "history", "config")
+
+
+@dataclass
+class TrainState:
+    """Everything a run carries from one epoch to the next. `scaler` is fp16's GradScaler (None
+    otherwise), `plateau` the reduce-on-plateau state, `generator` this process's augmentation RNG."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    plateau: Any
+    generator: torch.Generator
+    config: dict
+    history: list[dict] = field(default_factory=list)
+    best: float = math.inf
+    epoch: int = 0
+
+    def end_epoch(self, row: dict) -> bool:
+        """Record an epoch's history row; True when its validation is the best so far."""
+        self.history.append(row)
+        self.epoch = row["epoch"]
+        value = row.get("val_mse_px", math.inf)
+        improved = value < self.best
+        self.best = min(self.best, value)
+        return improved
+
+    def state_dict(self, augment_states: list[torch.Tensor]) -> dict:
+        """`augment_states`: every process's augmentation RNG state (one per torchrun rank)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "plateau": self.plateau.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "augment": [s.cpu() for s in augment_states]},
+                "epoch": self.epoch, "best": self.best, "history": self.history, "config": self.config}
+
+    def save(self, run_dir: Path, improved: bool, augment_states: list[torch.Tensor]) -> None:
+        """last.pt, and best.pt (lean: the optimizer lives in last.pt only) when `improved`."""
+        state = self.state_dict(augment_states)
+        if improved:
+            save({k: state[k] for k in BEST_KEYS}, run_dir / "best.pt")
+        save(state, run_dir / "last.pt")
+
+    def load(self, ckpt: dict, rank: int = 0) -> None:
+        """Continue from a checkpoint read by read_last (process `rank` takes its own RNG state)."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.plateau.load_state_dict(ckpt["plateau"])
+        self.generator.set_state(ckpt["rng"]["augment"][rank % len(ckpt["rng"]["augment"])])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.history, self.best, self.epoch = ckpt["history"], ckpt["best"], ckpt["epoch"]
+
+
+def read_last(run_dir: Path, run_config: dict) -> dict:
+    """run_dir/last.pt, checked to hold the run `run_config` (its config.json) describes: one copied
+    from another run (another loss, another arch) would mix two recipes in one history."""
+    path = Path(run_dir) / "last.pt"
+    ckpt = read(path, tuple(k for k in LAST_KEYS if k != "scaler"))
+    diff = recipe_difference(ckpt["config"], run_config, "in last.pt", "in config.json")
+    if diff:
+        raise DataError(f"{path}: holds another run than {Path(run_dir) / 'config.json'} ({diff}); it was copied "
+                        f"from elsewhere: move it away to train this run from the start, or resume the run it "
+                        f"came from")
+    return ckpt
 
 
 def save(obj: dict, path: Path) -> None:

@@ -1,8 +1,11 @@
-"""Run configuration: the defaults, the quick profiles, validation, run names and recipe checks.
+"""Run configuration: the run settings (declared once, in RUN), the named recipes, the quick
+profile, run names and recipe checks.
 
 Every entry point starts from DEFAULTS and applies one dict of overrides (make_config): the CLI
-flags (python -m landmarklib.train --help lists them with HELP), the notebooks' parameters cells
-(papermill -p) and fit(overrides). Nothing else holds a default of a run.
+flags (python -m landmarklib.train --help lists RUN), the notebooks' parameters cells (papermill
+-p) and fit(overrides). Adding a setting is one entry in RUN (and its line in the train notebook's
+parameters cell, which a test keeps equal to RUN). The data format and conventions are in
+docs/FORMAT.md.
 """
 from __future__ import annotations
 
@@ -17,225 +20,153 @@ from .losses import LOSSES
 from .models import ARCHS, MIN_INPUT, check_arch
 from .runtime import AMP_MODES
 from .schedules import LR_BATCH, LR_SCALINGS, SCHEDULES, default_drop_at
+from .settings import Setting, by_name, defaults, parse_bool
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+SEED_MAX = 2 ** 32 - 1   # numpy's and torch's generators take seeds below 2**32
 
-# Defaults: plain literals. Units: lr per sample-mean loss, epochs over the train split, loss
-# parameters in normalized coordinates (1 unit = half the input side).
-DEFAULTS: dict = {
-    "data_dir": "data",
-    "run_dir": None,
-    "cache_dir": None,
-    "arch": "resnet18",
-    "pretrained": "auto",
-    "weights_path": None,
-    "epochs": 12,
-    "batch_size": 32,
-    "lr": 2e-3,
-    "optimizer": "adamw",
-    "momentum": 0.9,
-    "nesterov": True,
-    "weight_decay": 0.01,
-    "schedule": "onecycle",
-    "drop_at": None,
-    "drop_factor": 0.1,
-    "warmup": 0.1,                # from random init, full LR at step 0 hurts
-    "restart_at": [],
-    "weight_decay_from": 0.0,
-    "lr_scaling": "sqrt",
-    "recipe": "landmarklib",
-    "t0": 4,
-    "t_mult": 1,
-    "plateau_patience": 1,
-    "loss": "smoothl1",
-    "smoothl1_beta": 0.02,
-    "wing_w": 0.04,
-    "wing_eps": 0.008,
-    "crop_size": 128,
-    "resize_mode": "crop",
-    "augment": "flip",
-    "val_fraction": 0.2,
-    "blocklist": None,
-    "seed": 0,
-    "device": "auto",
-    "amp": "auto",
-    "channels_last": True,
-    "compile": False,
-    "workers": None,
-    "max_train_steps": None,
-}
 
-HELP: dict[str, str] = {
-    "data_dir": "contest layout folder (train/, test/)",
-    "run_dir": "where config.json, history.csv, last.pt and best.pt go (default runs/<run name>); rerun to resume",
-    "cache_dir": "decode cache folder (default <data_dir>/cache; keep it on local disk, not Drive)",
-    "arch": "backbone: " + ", ".join(ARCHS) + ", or timm:<any timm model>",
-    "pretrained": "start from ImageNet weights (else warn once, random init); auto: yes for the contest "
-                  "data, no for the synthetic demo set (offline, deterministic)",
-    "weights_path": "a local state dict to load into the backbone",
-    "epochs": "epochs over the train split",
-    "batch_size": "global batch, split across torchrun processes",
-    "lr": "peak learning rate",
-    "optimizer": "optimizer",
-    "momentum": "sgd momentum",
-    "nesterov": "sgd Nesterov momentum",
-    "weight_decay": "weight decay (decoupled for adamw)",
-    "schedule": "LR schedule",
-    "drop_at": "epochs where the drop schedule multiplies the LR by drop_factor (default: at 2/3 of the run)",
-    "drop_factor": "LR multiplier at each drop (also reduce-on-plateau's)",
-    "warmup": "linear LR ramp from ~0 over this fraction of the run (any schedule but onecycle)",
-    "restart_at": "epochs where the drop schedule goes back to the peak LR (then drops again at the next drop_at)",
-    "weight_decay_from": "fraction of the run before which weight decay is off (0.5 with adamw: Adam, then AdamW "
-                         "from half-way)",
-    "lr_scaling": f"lr is quoted for a batch of {LR_BATCH}; other batch sizes scale it by the square root of the "
-                  "ratio, linearly, or not at all",
-    "recipe": "a named recipe under your overrides: landmarklib (these defaults) or seed (Adam 1e-3, batch 64, "
-              "x0.1 at epoch 8 of 12, no warmup: the report's)",
-    "t0": "warm_restarts: first period in epochs",
-    "t_mult": "warm_restarts: period multiplier",
-    "plateau_patience": "plateau: epochs without improvement before a drop",
-    "loss": "regression loss on normalized coordinates",
-    "smoothl1_beta": "smoothl1: quadratic zone half-width, normalized units (0.02 = 1.28 px at 128 px)",
-    "wing_w": "wing: width of the log zone, normalized units",
-    "wing_eps": "wing: curvature of the log zone, normalized units",
-    "crop_size": "model input side in pixels",
-    "resize_mode": "crop: organizers' centre crop; pad: whole face, black borders",
-    "augment": "none, flip (with re-indexing) or full (flip, affine, colour)",
-    "val_fraction": "the last rows of landmarks.csv that validate (organizers' split: 0.2)",
-    "blocklist": "CSV with file_name (and flagged) to leave out of training; validation unchanged",
-    "seed": "seed of init, shuffling and augmentation",
-    "device": "auto, cpu, cuda, cuda:N or mps",
-    "amp": "mixed precision on GPUs. auto: bf16 where the GPU has it in hardware (compute capability 8.0+, "
-           "e.g. A100, H100), else fp16 with a GradScaler (T4, V100); off: fp32",
-    "channels_last": "channels_last memory format on GPUs",
-    "compile": "torch.compile the model (opt-in; if compilation fails the run goes on uncompiled and says so)",
-    "workers": "cache build processes (default: all cores)",
-    "max_train_steps": "cap on optimizer steps per epoch (smoke runs)",
-}
+def _pretrained(value):
+    return "auto" if str(value).strip().lower() == "auto" else parse_bool(value, "pretrained")
 
-# Named recipes: DEFAULTS | RECIPES[cfg['recipe']] | the overrides that differ from DEFAULTS.
+
+def _amp(value):   # amp=True/False of older configs: auto / off
+    if isinstance(value, bool) or str(value).strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return "auto" if parse_bool(value, "amp") else "off"
+    return str(value)
+
+
+# The run settings, each declared once. Units: lr per sample-mean loss at a batch of LR_BATCH,
+# epochs over the train split, loss parameters in normalized coordinates (1 unit = half the input
+# side). resumable: a resume may change it; spelled: the run name spells it (in run_name's format).
+RUN: tuple[Setting, ...] = (
+    Setting("data_dir", "data", "contest layout folder (train/, test/)", kind="path", resumable=True),
+    Setting("run_dir", None, "the run's folder: config.json, history.csv, last.pt, best.pt (default "
+            "runs/<run name>); rerun to resume", kind="path", resumable=True),
+    Setting("cache_dir", None, "decode cache root (default <data_dir>/cache; keep it on local disk, not Drive)",
+            kind="path", resumable=True),
+    Setting("arch", "resnet18", "backbone: " + ", ".join(ARCHS) + ", or timm:<any timm model>", spelled=True),
+    Setting("pretrained", "auto", "start from ImageNet weights (else warn once, random init); auto: yes for the "
+            "contest data, no for the synthetic demo set (offline, deterministic)", kind="str",
+            choices=("auto", True, False), parse=_pretrained, bare=True),
+    Setting("weights_path", None, "a local state dict to load into the backbone", kind="path"),
+    Setting("epochs", 12, "epochs over the train split", bounds="[1, 100000]", resumable=True, spelled=True),
+    Setting("batch_size", 32, "global batch, split across torchrun processes", bounds="[1, 65536]", spelled=True),
+    Setting("lr", 2e-3, "peak learning rate", bounds="(0, 10]", spelled=True),
+    Setting("optimizer", "adamw", "optimizer", choices=OPTIMIZERS),
+    Setting("momentum", 0.9, "sgd momentum", bounds="[0, 1)"),
+    Setting("nesterov", True, "sgd Nesterov momentum (needs momentum > 0)"),
+    Setting("weight_decay", 0.01, "weight decay (decoupled for adamw)", bounds="[0, 1]"),
+    Setting("schedule", "onecycle", "LR schedule", choices=SCHEDULES, spelled=True),
+    Setting("drop_at", None, "epochs where the drop schedule multiplies the LR by drop_factor (default: at 2/3 "
+            "of the run)", kind="ints", bounds="[1, 100000]", spelled=True),
+    Setting("drop_factor", 0.1, "LR multiplier at each drop (also reduce-on-plateau's)", bounds="(0, 1]"),
+    Setting("warmup", 0.1, "linear LR ramp from ~0 over this fraction of the run (any schedule but onecycle)",
+            bounds="[0, 1)"),
+    Setting("restart_at", [], "epochs where the drop schedule goes back to the peak LR (then drops again at the "
+            "next drop_at)", kind="ints", bounds="[1, 100000]"),
+    Setting("weight_decay_from", 0.0, "fraction of the run before which weight decay is off (0.5 with adamw: "
+            "Adam, then AdamW from half-way)", bounds="[0, 1)"),
+    Setting("lr_scaling", "sqrt", f"lr is quoted for a batch of {LR_BATCH}; other batch sizes scale it by the "
+            "square root of the ratio, linearly, or not at all", choices=LR_SCALINGS),
+    Setting("recipe", "landmarklib", "a named recipe under your overrides: landmarklib (these defaults), seed "
+            "(Adam 1e-3, batch 64, x0.1 at epoch 8 of 12, no warmup: the report's), ablation (the grids' base: "
+            "6 epochs at 64 px) or eda (the EDA's out-of-fold models)", choices=("landmarklib", "seed", "ablation",
+                                                                                 "eda")),
+    Setting("t0", 4, "warm_restarts: first period in epochs", bounds="[1, 100000]"),
+    Setting("t_mult", 1, "warm_restarts: period multiplier", bounds="[1, 100]"),
+    Setting("plateau_patience", 1, "plateau: epochs without improvement before a drop", bounds="[0, 100000]"),
+    Setting("loss", "smoothl1", "regression loss on normalized coordinates", choices=tuple(LOSSES), spelled=True),
+    Setting("smoothl1_beta", 0.02, "smoothl1: quadratic zone half-width, normalized units (0.02 = 1.28 px at "
+            "128 px)", bounds="(0, 1]"),
+    Setting("wing_w", 0.04, "wing: width of the log zone, normalized units", bounds="(0, 1]"),
+    Setting("wing_eps", 0.008, "wing: curvature of the log zone, normalized units", bounds="(0, 1]"),
+    Setting("crop_size", 128, "model input side in pixels", bounds="[16, 2048]", spelled=True),
+    Setting("resize_mode", "crop", "crop: organizers' centre crop; pad: whole face, black borders",
+            choices=RESIZE_MODES, spelled=True),
+    Setting("augment", "flip", "none, flip (with re-indexing) or full (flip, affine, colour)", choices=AUGMENTS,
+            spelled=True),
+    Setting("val_fraction", 0.2, "the last rows of landmarks.csv that validate (organizers' split: 0.2)",
+            bounds="(0, 1)"),
+    Setting("blocklist", None, "CSV with file_name (and flagged) to leave out of training; validation unchanged",
+            kind="path", spelled=True),
+    Setting("seed", 0, "seed of init, shuffling and augmentation", bounds=f"[0, {SEED_MAX}]", spelled=True),
+    Setting("device", "auto", "auto, cpu, cuda, cuda:N or mps", resumable=True),
+    Setting("amp", "auto", "mixed precision on GPUs. auto: bf16 where the GPU has it in hardware (compute "
+            "capability 8.0+, e.g. A100, H100), else fp16 with a GradScaler (T4, V100); off: fp32",
+            choices=AMP_MODES, parse=_amp),
+    Setting("channels_last", True, "channels_last memory format on GPUs"),
+    Setting("compile", False, "torch.compile the model (opt-in; if compilation fails the run goes on "
+            "uncompiled and says so)"),
+    Setting("workers", None, "cache build processes (default: all cores)", kind="int", bounds="[1, 1024]",
+            resumable=True),
+    Setting("max_train_steps", None, "cap on optimizer steps per epoch (smoke runs)", kind="int",
+            bounds="[1, 10000000]"),
+)
+SETTINGS: dict[str, Setting] = by_name(RUN)
+DEFAULTS: dict = defaults(RUN)
+RESUMABLE_KEYS = {s.name for s in RUN if s.resumable}
+
+# Named recipes: DEFAULTS | RECIPES[cfg['recipe']] | the settings given.
 RECIPES: dict[str, dict] = {
     "landmarklib": {},
     "seed": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "epochs": 12,
              "schedule": "drop", "drop_factor": 0.1, "warmup": 0.0, "lr_scaling": "none"},
+    # The ablation grids' base: short enough that a grid of arms x seeds runs in minutes on the demo set.
+    "ablation": {"epochs": 6, "crop_size": 64},
+    # The EDA's out-of-fold models: the whole face in view (pad); L1, so the few bad labels in each fold
+    # pull the model little; one drop before the last epoch.
+    "eda": {"epochs": 6, "crop_size": 64, "resize_mode": "pad", "schedule": "drop", "drop_at": [5], "loss": "l1",
+            "augment": "full"},
 }
-CHOICES: dict[str, tuple] = {
-    "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES,
-    "resize_mode": RESIZE_MODES, "augment": AUGMENTS, "amp": AMP_MODES, "lr_scaling": LR_SCALINGS,
-    "recipe": tuple(RECIPES),
-}
-LIST_KEYS = ("drop_at", "restart_at")
-# Keys whose default is None but which take a number when given.
-INT_OR_NONE = ("workers", "max_train_steps")
-# Keys that may differ when resuming a run dir without changing what the run computes.
-RESUMABLE_KEYS = {"data_dir", "run_dir", "cache_dir", "device", "workers", "epochs"}
-# Keys spelled out in a run name, in this order; every other recipe key appears only when not default.
-NAME_KEYS = ("arch", "loss", "batch_size", "epochs", "crop_size", "resize_mode", "schedule", "drop_at", "lr",
-             "augment", "blocklist", "seed")
+assert set(RECIPES) == set(SETTINGS["recipe"].choices)
 
 # quick=True in the notebooks and QUICK=1 ./run_all.sh: a tiny budget that runs every code path.
-QUICK: dict = {"epochs": 4, "crop_size": 32, "batch_size": 8, "max_train_steps": 2}
-# The synthetic demo set the notebooks make, full and quick.
+# Applied in one place, quick_profile(), to whatever holds these keys: a run's settings, the demo
+# set's size, the EDA's folds, an ablation's seeds (the first only).
+QUICK: dict = {"epochs": 4, "crop_size": 32, "batch_size": 8, "max_train_steps": 2, "n_train": 120, "n_test": 30,
+               "folds": 2, "seeds": 1}
+# The synthetic demo set the notebooks make.
 DEMO: dict = {"n_train": 1000, "n_test": 200, "bad_fraction": 0.03, "seed": 0}
-QUICK_DEMO: dict = {"n_train": 120, "n_test": 30, "crop_size": 32}
-# The EDA's out-of-fold models, full and quick.
-EDA: dict = {"folds": 4, "epochs": 6, "crop_size": 64}
-QUICK_EDA: dict = {"folds": 2, "epochs": 1, "crop_size": 32}
 
 
-def int_list(value, name: str = "value") -> list[int]:
-    """8, [8, 10], "[8, 10]" or "8,10" (papermill -p passes lists as text) -> [8, 10]."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = json.loads(text) if text.startswith("[") else [int(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"{name}: {text!r} is not a list of integers") from None
-    if isinstance(value, (int, float)):
-        value = [value]
-    return [int(v) for v in value]
-
-
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-
-
-def parse_bool(value, name: str = "value") -> bool:
-    """True/False, 1/0, or their usual spellings as text (papermill -p passes 'false', which is truthy)."""
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
-        return bool(value)
-    raise ValueError(f"{name}: {value!r} is not a boolean (true/false)")
-
-
-def coerce(key: str, value, default, int_or_none: bool = False):
-    """`value` in the type of `default`; text (papermill -p, env vars) is parsed, a wrong type is an
-    error naming `key`. None stays None where the default is None or int_or_none is set."""
-    if value is None and (default is None or int_or_none):
-        return None
-    if isinstance(default, bool):
-        return parse_bool(value, key)
-    want = int if (isinstance(default, int) or int_or_none) else float if isinstance(default, float) else str
-    if want is str:
-        return str(value)
-    try:
-        out = want(value) if not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        out = None
-    if out is None or (want is int and isinstance(value, float) and value != int(value)):
-        raise ValueError(f"{key}: {value!r} is not {'an integer' if want is int else 'a number'}")
-    return out
+def quick_profile(params: dict) -> dict:
+    """`params` under the quick profile: each QUICK key they hold takes QUICK's value (seeds: the
+    first QUICK['seeds'] of them)."""
+    return params | {k: params[k][:v] if k == "seeds" else v for k, v in QUICK.items() if k in params}
 
 
 def make_config(overrides: dict | None = None) -> dict:
-    """DEFAULTS, then the named recipe's values, then `overrides`, checked: unknown keys, types,
-    choices and ranges are errors. An override equal to its default leaves the recipe's value."""
+    """DEFAULTS, then the named recipe's values, then `overrides` (what was given: the CLI passes only
+    the flags given, a notebook only the parameters that differ from their defaults), every value
+    checked against its declaration (type, choices, range, finite) and then against the others (an
+    arch's least input, Nesterov's momentum). Raises a ValueError naming the setting and what it
+    allows; nothing is written before this."""
     overrides = dict(overrides or {})
     unknown = set(overrides) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    given = {}
-    for key, value in overrides.items():
-        if key == "amp" and (isinstance(value, bool) or str(value).lower() in _TRUE | _FALSE):
-            value = "auto" if parse_bool(value, key) else "off"     # amp=True/False of older configs
-        if key == "pretrained":
-            given[key] = "auto" if str(value).lower() == "auto" else parse_bool(value, key)
-        elif key in LIST_KEYS and value is not None:
-            given[key] = int_list(value, key)
-        else:
-            given[key] = coerce(key, value, DEFAULTS[key], key in INT_OR_NONE)
+    given = {key: SETTINGS[key].check(value) for key, value in overrides.items()}
     recipe = given.get("recipe", DEFAULTS["recipe"])
-    if recipe not in RECIPES:
-        raise ValueError(f"recipe: unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-    cfg = DEFAULTS | RECIPES[recipe] | {k: v for k, v in given.items() if v != DEFAULTS[k]}
+    cfg = DEFAULTS | RECIPES[recipe] | given
     if cfg["drop_at"] is None:
         cfg["drop_at"] = default_drop_at(cfg["epochs"])
     check_arch(cfg["arch"])
-    for key, allowed in CHOICES.items():
-        if cfg[key] not in allowed:
-            raise ValueError(f"{key}: unknown {key} {cfg[key]!r}; choose one of {', '.join(allowed)}")
-    for key in ("epochs", "batch_size", "crop_size"):
-        if cfg[key] < 1:
-            raise ValueError(f"{key}: must be at least 1, got {cfg[key]}")
-    for key in ("warmup", "weight_decay_from"):
-        if not 0 <= cfg[key] < 1:
-            raise ValueError(f"{key}: a fraction of the run in [0, 1), got {cfg[key]}")
-    if not 0 < cfg["val_fraction"] < 1:
-        raise ValueError(f"val_fraction: must be between 0 and 1, got {cfg['val_fraction']}")
-    if cfg["lr"] <= 0:
-        raise ValueError(f"lr: must be positive, got {cfg['lr']}")
-    if cfg["seed"] < 0:
-        raise ValueError(f"seed: must be 0 or more, got {cfg['seed']}")
     need = MIN_INPUT.get(cfg["arch"], 32)
     if cfg["crop_size"] < need:
         raise ValueError(f"crop_size: {cfg['arch']} needs crop_size >= {need}, got {cfg['crop_size']}")
+    if cfg["optimizer"] == "sgd" and cfg["nesterov"] and cfg["momentum"] == 0:
+        raise ValueError("momentum: sgd with nesterov needs momentum > 0, got 0 (or give --no-nesterov)")
     return cfg
 
 
 def notebook_config(namespace: dict, quick: bool = False) -> dict:
-    """The run config from a notebook's parameters (every DEFAULTS key found in `namespace`),
-    with the quick profile on top when quick is set."""
-    return make_config({k: v for k, v in namespace.items() if k in DEFAULTS} | (QUICK if quick else {}))
+    """The run config from a notebook's parameters: every run setting in `namespace` that differs
+    from its default (one equal to its default leaves the named recipe's value), with the quick
+    profile on top when quick is set."""
+    params = DEFAULTS | {k: v for k, v in namespace.items() if k in DEFAULTS}
+    params = quick_profile(params) if quick else params
+    return make_config({k: v for k, v in params.items() if SETTINGS[k].check(v) != DEFAULTS[k] or k == "recipe"})
 
 
 def run_name(cfg: dict) -> str:
@@ -243,12 +174,18 @@ def run_name(cfg: dict) -> str:
     then every other key that differs from its named recipe, so two recipes never share a run dir."""
     sched = cfg["schedule"] + ("@" + "-".join(map(str, cfg["drop_at"])) if cfg["schedule"] == "drop" else "")
     baseline = DEFAULTS | RECIPES[cfg["recipe"]] | {"recipe": DEFAULTS["recipe"]}   # a recipe's own values go unsaid
-    extras = [f"{k}-{cfg[k]}" for k in sorted(cfg)
-              if k in DEFAULTS and k not in NAME_KEYS and k not in RESUMABLE_KEYS and cfg[k] != baseline[k]]
+    extras = [f"{k}-{_spell(k, cfg[k])}" for k in sorted(cfg) if k in SETTINGS and not SETTINGS[k].spelled
+              and not SETTINGS[k].resumable and cfg[k] != baseline[k]]
     return (f"{cfg['arch']}_{cfg['loss']}_b{cfg['batch_size']}_e{cfg['epochs']}_{cfg['crop_size']}px-"
             f"{cfg['resize_mode']}_{sched}_lr{cfg['lr']:g}_aug-{cfg['augment']}"
             + (f"_bl-{Path(cfg['blocklist']).stem}" if cfg["blocklist"] else "")
             + "".join(f"_{e}" for e in extras) + f"_s{cfg['seed']}")
+
+
+def _spell(key: str, value) -> str:
+    """A value as a run name spells it: a path by its file's stem (a path never makes a run name
+    climb out of its root)."""
+    return Path(value).stem if SETTINGS[key].kind == "path" else str(value)
 
 
 def read_run_config(run_dir: Path | str) -> dict:
@@ -265,21 +202,34 @@ def read_run_config(run_dir: Path | str) -> dict:
     return saved
 
 
-def check_same_recipe(run_dir: Path, cfg: dict) -> None:
-    """Refuse to resume (or reuse) a run dir that holds another recipe."""
-    saved = read_run_config(run_dir)
+def as_current(saved: dict) -> dict:
+    """A config written by any version (config.json, a checkpoint's), read as today's: keys added
+    since take their defaults, older spellings (amp: true, warmup_epochs) today's. One that today's
+    checks reject is returned as written, so a comparison shows the difference."""
+    saved = dict(saved)
     if "lr_scaling" not in saved:    # written before lr_scaling: its lr was the LR at any batch size
         saved["lr_scaling"] = "none"
     if "warmup_epochs" in saved and "warmup" not in saved and saved.get("epochs"):   # warmup was in epochs
         saved["warmup"] = saved["warmup_epochs"] / saved["epochs"]
-    try:   # read as today's config: keys added since take their defaults, older spellings (amp: true) today's
-        saved = make_config({k: v for k, v in saved.items() if k in DEFAULTS})
+    try:
+        return make_config({k: v for k, v in saved.items() if k in DEFAULTS})
     except ValueError:
-        pass   # a recipe today's checks reject: compared as written, so the difference is shown
-    diff = {k: (saved.get(k), cfg[k]) for k in cfg if k not in RESUMABLE_KEYS and saved.get(k) != cfg[k]}
+        return saved
+
+
+def recipe_difference(a: dict, b: dict, a_is: str = "there", b_is: str = "now") -> str:
+    """The settings two configs (read as_current) differ in, save those a resume may change, as
+    'key: <a> there vs <b> now, ...'; '' when they hold the same recipe."""
+    a, b = as_current(a), as_current(b)
+    return ", ".join(f"{k}: {a.get(k)!r} {a_is} vs {b.get(k)!r} {b_is}" for k in DEFAULTS
+                     if k not in RESUMABLE_KEYS and a.get(k) != b.get(k))
+
+
+def check_same_recipe(run_dir: Path, cfg: dict) -> None:
+    """Refuse to resume (or reuse) a run dir that holds another recipe."""
+    diff = recipe_difference(read_run_config(run_dir), cfg)
     if diff:
-        lines = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
-        raise ValueError(f"{run_dir} holds a run with another recipe ({lines}); use a new run dir")
+        raise ValueError(f"{run_dir} holds a run with another recipe ({diff}); use a new run dir")
 
 
 def check_same_data(run_dir: Path, data_id: dict) -> None:

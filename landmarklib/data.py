@@ -1,4 +1,4 @@
-"""Reading and checking the contest layout (../shared/FORMAT.md).
+"""Reading and checking the contest layout (docs/FORMAT.md).
 
     python -m landmarklib.data check --data-dir D
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .cache import BatchLoader, build_cache, cache_root
-from .config import EDA, make_config
+from .config import RECIPES, make_config
 from .data import SPLIT_CSV, fingerprint, image_sizes, load_split, read_landmark_lines
 from .errors import DataError, check_output, cli
 from .layout import GROUPS
@@ -167,8 +167,12 @@ def outside_fraction(landmarks: np.ndarray, sizes: np.ndarray, margin: float = 0
     return out
 
 
-def out_of_fold_disagreement(data_dir: Path | str, folds: int = EDA["folds"], epochs: int = EDA["epochs"],
-                             crop_size: int = EDA["crop_size"], arch: str = "resnet18", augment: str = "full",
+EDA_FOLDS = 4           # out-of-fold models; their recipe is config.RECIPES["eda"]
+
+
+def out_of_fold_disagreement(data_dir: Path | str, folds: int = EDA_FOLDS, epochs: int = RECIPES["eda"]["epochs"],
+                             crop_size: int = RECIPES["eda"]["crop_size"], arch: str = "resnet18",
+                             augment: str = RECIPES["eda"]["augment"],
                              device: str = "auto", cache_dir: Path | str | None = None, seed: int = 0,
                              max_train_steps: int | None = None, progress: bool = True,
                              fold_dir: Path | str | None = None) -> dict[str, np.ndarray]:
@@ -182,7 +186,8 @@ def out_of_fold_disagreement(data_dir: Path | str, folds: int = EDA["folds"], ep
     if folds < 2:
         raise ValueError(f"folds: out-of-fold predictions need at least 2 folds, got {folds}")
     dev = resolve_device(device)
-    cache = build_cache(data_dir, "train", cache_root(data_dir, cache_dir), crop_size, "pad", progress=progress)
+    cache = build_cache(data_dir, "train", cache_root(data_dir, cache_dir), crop_size, RECIPES["eda"]["resize_mode"],
+                        progress=progress)
     targets = cache.targets()
     n = len(cache)
     fold_of = np.random.default_rng(seed).permutation(n) % folds
@@ -198,11 +203,10 @@ def out_of_fold_disagreement(data_dir: Path | str, folds: int = EDA["folds"], ep
                 out.setdefault(name, np.zeros(n))[rows] = v
             print(f"fold {f + 1} of {folds}: taken from {saved}")
             continue
-        # L1: robust, so the few bad labels in each fold pull the model little; the head starts
-        # at the median shape for the same reason.
-        cfg = make_config({"arch": arch, "crop_size": crop_size, "resize_mode": "pad", "epochs": epochs,
-                           "batch_size": 32, "lr": 2e-3, "schedule": "drop", "drop_at": [max(1, epochs - 1)],
-                           "loss": "l1", "augment": augment, "seed": seed + f,
+        # The eda recipe (L1: the few bad labels in each fold pull the model little); the head starts
+        # at the median shape for the same reason. The LR drops before the last epoch at any length.
+        cfg = make_config({"recipe": "eda", "arch": arch, "crop_size": crop_size, "epochs": epochs,
+                           "drop_at": [max(1, epochs - 1)], "augment": augment, "seed": seed + f,
                            "max_train_steps": max_train_steps})
         train_idx = np.flatnonzero(fold_of != f)
         sample = np.sort(np.random.default_rng(f).permutation(train_idx)[:MEDIAN_SAMPLE])   # bounded memory
@@ -317,9 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("bad_annotations.csv"), help="the scores, worst first")
     p.add_argument("--no-model", action="store_true", help="shape-only stage (seconds, no training)")
     p.add_argument("--k", type=float, default=Z_DEFAULT, help=f"flag when a robust z-score exceeds k (default {Z_DEFAULT:g})")
-    p.add_argument("--folds", type=int, default=EDA["folds"], help="out-of-fold models (at least 2)")
-    p.add_argument("--epochs", type=int, default=EDA["epochs"], help="epochs per out-of-fold model")
-    p.add_argument("--crop-size", type=int, default=EDA["crop_size"], help="their input side in pixels")
+    p.add_argument("--folds", type=int, default=EDA_FOLDS, help="out-of-fold models (at least 2)")
+    p.add_argument("--epochs", type=int, default=RECIPES["eda"]["epochs"], help="epochs per out-of-fold model")
+    p.add_argument("--crop-size", type=int, default=RECIPES["eda"]["crop_size"], help="their input side in pixels")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--cache-dir", default=None, help="decode cache folder (default <data-dir>/cache)")
     p.add_argument("--fold-dir", default=None, help="save each finished fold here; a rerun takes them up")

@@ -1,6 +1,6 @@
 """The 971-point layout: named groups, the canonical face template and the flip permutation.
 
-Everything here follows ../shared/FORMAT.md. Index i on the image-left side mirrors the
+Everything here follows docs/FORMAT.md. Index i on the image-left side mirrors the
 index given by FLIP_PERM[i]; the permutation is an involution.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 
 N_POINTS = 971
 
-# name -> (start, stop) half-open index ranges, in FORMAT.md's order.
+# name -> (start, stop) half-open index ranges, in docs/FORMAT.md's order.
 GROUPS: dict[str, tuple[int, int]] = {
     "jaw_a": (0, 64),
     "jaw_b": (64, 128),
@@ -60,7 +60,7 @@ def part_of_points() -> np.ndarray:
     return out
 
 
-# Under a horizontal flip (FORMAT.md): these groups swap with each other element by element ...
+# Under a horizontal flip (docs/FORMAT.md): these groups swap with each other element by element ...
 MIRROR_PAIRS = [("jaw_a", "jaw_b"), ("brow_a", "brow_b"), ("nose_a", "nose_b"), ("iris_a", "iris_b"),
                 ("eyelid_a", "eyelid_b")]
 # ... these side-to-side contours reverse in place (the two eye centres swap), and the rest stay.

@@ -11,9 +11,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("mse", "smoothl1", "l1", "wing")
-
-
 def wing_loss(pred: torch.Tensor, target: torch.Tensor, w: float, eps: float) -> torch.Tensor:
     """Feng et al. 2018: w*ln(1 + |x|/eps) for |x| < w, |x| - C beyond, C making it continuous."""
     x = (pred - target).abs()
@@ -21,15 +18,18 @@ def wing_loss(pred: torch.Tensor, target: torch.Tensor, w: float, eps: float) ->
     return torch.where(x < w, w * torch.log1p(x / eps), x - c).mean()
 
 
+# name -> the loss, built from the run config (its parameters are run settings, config.RUN).
+# Adding a loss is one entry here and its parameters' entries in config.RUN.
+LOSSES: dict[str, Callable[[dict], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = {
+    "mse": lambda cfg: F.mse_loss,
+    "smoothl1": lambda cfg: lambda p, t: F.smooth_l1_loss(p, t, beta=cfg["smoothl1_beta"]),
+    "l1": lambda cfg: F.l1_loss,
+    "wing": lambda cfg: lambda p, t: wing_loss(p, t, cfg["wing_w"], cfg["wing_eps"]),
+}
+
+
 def make_loss(cfg: dict) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The loss cfg['loss'] names, with its parameters from the same config (config.DEFAULTS)."""
-    name = cfg["loss"]
-    if name == "mse":
-        return F.mse_loss
-    if name == "l1":
-        return F.l1_loss
-    if name == "smoothl1":
-        return lambda p, t: F.smooth_l1_loss(p, t, beta=cfg["smoothl1_beta"])
-    if name == "wing":
-        return lambda p, t: wing_loss(p, t, cfg["wing_w"], cfg["wing_eps"])
-    raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
+    """The loss cfg['loss'] names, with its parameters from the same config."""
+    if cfg["loss"] not in LOSSES:
+        raise ValueError(f"loss: unknown loss {cfg['loss']!r}; choose one of {', '.join(LOSSES)}")
+    return LOSSES[cfg["loss"]](cfg)

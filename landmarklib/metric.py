@@ -1,5 +1,5 @@
 """The contest metric, in one place: squared error in original-image pixels, mean over the x and y
-values of the requested points of an image, then over images (FORMAT.md). Scoring, validation,
+values of the requested points of an image, then over images (docs/FORMAT.md). Scoring, validation,
 plots and notebooks all call these; each works on numpy arrays and on torch tensors (on the device).
 """
 from __future__ import annotations

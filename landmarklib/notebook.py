@@ -1,9 +1,12 @@
 """What the notebooks need from their surroundings: checked parameters, the data brought back on a
 fresh runtime, and where outputs go so that the other notebooks (each on its own Colab VM) find them.
 
-papermill passes `-p name value` as text where it cannot tell a type ('false' is a truthy string)
-and only warns about a name the notebook lacks. check_parameters makes both errors, with the
-parameter's name: every notebook calls it right after its parameters cell.
+Each notebook's parameters are declared once, in PARAMETERS (the run settings it shares with a
+run reuse config.RUN's declarations). papermill passes `-p name value` as text where it cannot
+tell a type ('false' is a truthy string) and only warns about a name the notebook lacks.
+check_parameters checks every parameter against its declaration (None defaults included) and
+makes an unknown name an error: every notebook calls it right after its parameters cell, which a
+test keeps equal to the declaration.
 
 In Colab each notebook opened from a badge runs on its own VM; only Google Drive is shared and
 outlives a disconnect. So every notebook brings its data back from the contest zip (zip_path, on
@@ -16,15 +19,71 @@ import ast
 from pathlib import Path
 
 from . import colab
-from .config import DEFAULTS, DEMO, QUICK_DEMO, coerce, parse_bool
+from .ablation import GRIDS
+from .config import DEFAULTS, DEMO, RECIPES, RUN, SEED_MAX, SETTINGS, quick_profile
 from .data import UNPACKED_MARKER, fingerprint, has_layout, unpack_contest
 from .errors import DataError
+from .predict import TTA
+from .settings import Setting, by_name, parse_bool
 from .synth import make_dataset
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # Names IPython itself puts into a kernel's namespace.
 _IPYTHON = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 _LITERALS = (str, int, float, bool, list, dict, tuple, type(None))
+
+# Where the data comes from and where outputs go: the same in every notebook.
+SOURCE = (
+    Setting("zip_path", None, "the contest zip (e.g. on Drive): unpacked into data_dir on a fresh runtime",
+            kind="path"),
+    Setting("test_points_path", None, "the 2020 test_points.csv that came beside the zip", kind="path"),
+    Setting("demo", None, "True: the synthetic demo set; None: only for the default data_dir on a fresh clone",
+            kind="bool"),
+    Setting("mount_drive", True, "in Colab: outputs on Drive"),
+    Setting("quick", False, "a tiny budget that runs every code path (config.QUICK; what the tests run)"),
+)
+_ABLATION, _EDA = RECIPES["ablation"], RECIPES["eda"]
+# Each notebook's parameters, declared once. `out_dir`: a folder of a notebook's outputs; `out`: the
+# one file it writes; `run_dir`: one training run; `grid_dir`: an ablation's runs; `run_dirs`: the
+# runs a submission takes checkpoints from.
+PARAMETERS: dict[str, tuple[Setting, ...]] = {
+    "data": (
+        SETTINGS["data_dir"],
+        Setting("out_dir", None, "where the figures go; None: <runs folder>/data (on Drive in Colab)", kind="path"),
+        SETTINGS["cache_dir"], SETTINGS["crop_size"], SETTINGS["resize_mode"], *SOURCE),
+    "eda_bad_annotations": (
+        SETTINGS["data_dir"],
+        Setting("out_dir", None, "bad_annotations.csv, figures, folds; None: <runs folder>/eda (Drive in Colab)",
+                kind="path"),
+        Setting("out", None, "the scores CSV; None: <out_dir>/bad_annotations.csv", kind="path"),
+        Setting("use_model", True, "False: the fast shape-only stage"),
+        Setting("k", 12.0, "flag when a robust z-score exceeds k", bounds="(0, 1000]"),
+        Setting("folds", 4, "the out-of-fold models", bounds="[2, 100]"),
+        SETTINGS["epochs"].with_default(_EDA["epochs"]), SETTINGS["crop_size"].with_default(_EDA["crop_size"]),
+        SETTINGS["device"], *SOURCE),
+    "train": RUN + SOURCE,
+    "lr_drop_ablation": (
+        SETTINGS["data_dir"],
+        Setting("grid_dir", None, "every run of the grid goes under here; None: <runs folder>/ablation", kind="path"),
+        Setting("grid_name", "lr_drop", "the knob to vary", choices=GRIDS),
+        Setting("seeds", [0, 1], "one run per arm and seed", kind="ints", bounds=f"[0, {SEED_MAX}]"),
+        SETTINGS["arch"], SETTINGS["epochs"].with_default(_ABLATION["epochs"]), SETTINGS["batch_size"],
+        SETTINGS["lr"], SETTINGS["loss"], SETTINGS["crop_size"].with_default(_ABLATION["crop_size"]),
+        SETTINGS["augment"], SETTINGS["blocklist"], SETTINGS["device"], *SOURCE,
+        Setting("loss_follow_up", True, "lr_drop grid: then MSE vs SmoothL1 at the best schedule")),
+    "submission": (
+        SETTINGS["data_dir"],
+        Setting("run_dirs", None, "one run dir, or a list of them for an ensemble; None: the latest run",
+                kind="paths"),
+        Setting("checkpoint", "best.pt", "the file each run dir gives", choices=("best.pt", "last.pt")),
+        Setting("tta", "flip", "test-time augmentation", choices=TTA),
+        Setting("out", None, "the submission CSV; None: <runs folder>/submission.csv (on Drive in Colab)",
+                kind="path"),
+        SETTINGS["device"], *SOURCE),
+}
+# Parameters that changed their name: a papermill -p of the old one says the new one.
+RENAMED = {("data", "run_dir"): "out_dir", ("eda_bad_annotations", "run_dir"): "out_dir",
+           ("lr_drop_ablation", "run_dir"): "grid_dir", ("submission", "run_dir"): "run_dirs"}
 
 
 def _bound_names(source: str) -> set[str]:
@@ -60,22 +119,25 @@ def declared_parameters(name: str) -> tuple[dict, set[str]]:
 
 
 def check_parameters(name: str, namespace: dict) -> dict:
-    """The notebook's parameters from `namespace` (its globals), each in its default's type; a name
-    that is no parameter of notebooks/<name>.ipynb (a misspelt papermill -p) is an error. Names the
-    notebook's own cells bind are not: they are what a finished run leaves in the kernel when a
-    person edits a parameter and runs all cells again. Without the repository's notebooks/
-    (landmarklib installed on its own) there is nothing to check against."""
-    if not (NOTEBOOKS / f"{name}.py").is_file():
-        print(f"{NOTEBOOKS / (name + '.py')} not found: notebook parameters not checked")
-        return {}
-    params, others = declared_parameters(name)
-    unknown = sorted(k for k, v in namespace.items()
-                     if not k.startswith("_") and k not in params and k not in others and k not in _IPYTHON
-                     and isinstance(v, _LITERALS))
-    if unknown:
-        raise ValueError(f"notebooks/{name}.ipynb has no parameter(s) {unknown}; its parameters: {', '.join(params)}")
-    return {k: namespace[k] if default is None or isinstance(default, (list, dict, tuple))
-            else coerce(k, namespace[k], default) for k, default in params.items() if k in namespace}
+    """The notebook's parameters from `namespace` (its globals), each checked against its declaration
+    in PARAMETERS (type, choices, range; None where the default is None), under the quick profile
+    when `quick` is set. A name that is no parameter of notebooks/<name>.ipynb (a misspelt
+    papermill -p) is an error. Names the notebook's own cells bind are not: they are what a finished
+    run leaves in the kernel when a person edits a parameter and runs all cells again."""
+    declared = by_name(PARAMETERS[name])
+    if (NOTEBOOKS / f"{name}.py").is_file():   # landmarklib installed without the repository: no cells to read
+        others = declared_parameters(name)[1]
+        unknown = sorted(k for k, v in namespace.items()
+                         if not k.startswith("_") and k not in declared and k not in others and k not in _IPYTHON
+                         and isinstance(v, _LITERALS))
+        for old in unknown:
+            if (name, old) in RENAMED:
+                raise ValueError(f"notebooks/{name}.ipynb: the parameter {old} is now {RENAMED[name, old]}")
+        if unknown:
+            raise ValueError(f"notebooks/{name}.ipynb has no parameter(s) {unknown}; its parameters: "
+                             f"{', '.join(declared)}")
+    params = {k: s.check(namespace[k]) for k, s in declared.items() if k in namespace}
+    return quick_profile(params) if params.get("quick") else params
 
 
 def ensure_data(data_dir: Path | str, zip_path: Path | str | None = None, test_points: Path | str | None = None,
@@ -115,7 +177,7 @@ def prepare_data(data_dir: str, zip_path: str | None = None, test_points_path: s
     demo = None if demo is None else parse_bool(demo, "demo")
     if demo is None:
         demo = default and not Path(data_dir).exists() and not zip_path and not colab.on_colab()
-    size = DEMO | ({k: QUICK_DEMO[k] for k in ("n_train", "n_test")} if quick else {})
+    size = quick_profile(DEMO) if quick else DEMO
     d = ensure_data(data_dir, zip_path, test_points_path, demo=demo, demo_size=size)
     if fingerprint(d)["synthetic"]:
         print(f"DEMO DATA: {d} holds the synthetic demo set, not the contest data "

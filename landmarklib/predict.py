@@ -27,6 +27,7 @@ from .progress import bar
 from .runtime import autocast_dtype, prepare_model, resolve_device
 from .submission import write_submission
 
+TTA = ("none", "flip")   # test-time augmentation: none, or each image averaged with its mirror
 PREDICT_CHUNK = 4_096   # images predicted and decoded per pass (~0.4 GB of float64 work): flat at any split size
 
 
@@ -67,8 +68,8 @@ def predict_split(checkpoints: list[str | Path], data_dir: str | Path, split: st
                   device: str = "auto", cache_dir: str | Path | None = None, batch_size: int = 128,
                   rows: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
     """(N, 971, 2) predictions in original pixels for `split` (or its `rows`), averaged over checkpoints."""
-    if tta not in ("none", "flip"):
-        raise ValueError(f"unknown tta {tta!r}; choose none or flip")
+    if tta not in TTA:
+        raise ValueError(f"tta: unknown tta {tta!r}; choose one of {', '.join(TTA)}")
     dev = resolve_device(device)
     root = cache_root(data_dir, cache_dir)
     total = None
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", required=True, type=Path)
     p.add_argument("--checkpoint", required=True, nargs="+")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--tta", default="none", choices=["none", "flip"])
+    p.add_argument("--tta", default="none", choices=TTA)
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--batch-size", type=int, default=128)

@@ -1,4 +1,4 @@
-"""Synthetic demo set in the exact contest layout (../shared/FORMAT.md).
+"""Synthetic demo set in the exact contest layout (docs/FORMAT.md).
 
     python -m landmarklib.synth OUT_DIR --n-train 1000 --n-test 200 --seed 0 --bad-fraction 0.03
 
@@ -72,7 +72,7 @@ def _poly(draw: ImageDraw.ImageDraw, pts: np.ndarray, fill=None, outline=None, w
 
 def render(face: dict, mirror: bool = False) -> tuple[Image.Image, np.ndarray]:
     """Draw `face`; with mirror=True draw its mirror image: the same picture flipped left to
-    right, whose labels are flip_points of the unmirrored labels (re-indexed by FORMAT.md)."""
+    right, whose labels are flip_points of the unmirrored labels (re-indexed by docs/FORMAT.md)."""
     w, h = face["width"], face["height"]
     pts = face_points(face)
     mx = (lambda x: w - 1 - x) if mirror else (lambda x: x)

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import csv
 import json
-import math
 import os
 import sys
 import time
@@ -28,8 +27,8 @@ from . import checkpoint
 from .atomic import atomic_path, run_lock, write_json
 from .augment import augment, to_nchw
 from .cache import BatchLoader, Cache, build_cache, cache_root
-from .config import (CHOICES, DEFAULTS, HELP, INT_OR_NONE, LIST_KEYS, OPTIMIZERS, check_same_data,
-                     check_same_recipe, make_config, resolve_run_dir, run_name, use_pretrained)
+from .config import (OPTIMIZERS, RUN, check_same_data, check_same_recipe, make_config, read_run_config,
+                     resolve_run_dir, run_name, use_pretrained)
 from .data import fingerprint, read_blocklist, split_indices
 from .errors import DataError, check_output, cli
 from .geometry import decode, encode, from_normalized
@@ -41,6 +40,7 @@ from .progress import bar, note
 from .runtime import (autocast_dtype, device_report, format_device_report, prepare_model, resolve_device,
                       warn_if_colab_without_gpu)
 from .schedules import Plateau, lr_factor, peak_lr, weight_decay_at
+from .settings import add_arguments
 from .tblog import RunLog
 
 LOG_EVERY = 25   # steps between reads of the loss (progress bar, TensorBoard)
@@ -140,70 +140,70 @@ def _write_history(path: Path, history: list[dict]) -> None:
         w.writerows(history)
 
 
-def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndarray | None = None, *,
-                device: torch.device, run_dir: Path | None = None, resume: dict | None = None,
-                mean_shape: np.ndarray | None = None, record: dict | None = None, rank: int = 0, world: int = 1,
-                progress: bool = True) -> tuple[torch.nn.Module, list[dict]]:
-    """The training core: build model, optimizer and loaders from `cfg`, train on `train_idx` of
-    `cache` for cfg['epochs'], validate on `val_idx` after each epoch (when given), continue from
-    the checkpoint `resume` (when given) and, with a `run_dir`, write config.json (with the
-    weights the backbone started from, and `record`), then last.pt / best.pt / history.csv and
-    TensorBoard events after each epoch. Returns (model, history).
-
-    The head starts at `mean_shape` (normalized; default: the mean training target).
-    """
-    targets = cache.targets()
+def start_state(cfg: dict, cache: Cache, train_idx: np.ndarray, device: torch.device, resume: dict | None = None,
+                mean_shape: np.ndarray | None = None, rank: int = 0, world: int = 1) -> checkpoint.TrainState:
+    """A run's training state: a fresh model (the weights cfg names; the head at `mean_shape`,
+    default the mean training target), its optimizer, scaler, plateau and RNGs, or all of that
+    continued from the checkpoint `resume`."""
     torch.manual_seed(cfg["seed"])
     fresh = resume is None         # a resumed run takes its weights from the checkpoint, not the network
     model = create_model(cfg["arch"], fresh and use_pretrained(cfg, cache.synthetic),
                          cfg["weights_path"] if fresh else None,
-                         targets.mean(train_idx) if mean_shape is None else mean_shape)
+                         cache.targets().mean(train_idx) if mean_shape is None else mean_shape)
     prepare_model(model, device, cfg["channels_last"])
-    writes = run_dir is not None and rank == 0
-    if writes and fresh:
-        write_json(run_dir / "config.json", cfg | {"name": run_name(cfg), "weights": model.weights} | (record or {}))
-    optimizer = make_optimizer(cfg, model.parameters())
     amp_dtype = autocast_dtype(device, cfg["amp"])
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    plateau = Plateau(cfg["drop_factor"], cfg["plateau_patience"])
-    generator = torch.Generator(device=device).manual_seed(cfg["seed"] * world + rank)
-    history, best, start_epoch = [], math.inf, 0
+    state = checkpoint.TrainState(model, make_optimizer(cfg, model.parameters()),
+                                  torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
+                                  Plateau(cfg["drop_factor"], cfg["plateau_patience"]),
+                                  torch.Generator(device=device).manual_seed(cfg["seed"] * world + rank), cfg)
     if resume is not None:
-        ckpt = resume
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        plateau.load_state_dict(ckpt["plateau"])
-        generator.set_state(ckpt["rng"]["augment"][rank % len(ckpt["rng"]["augment"])])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        history, best, start_epoch = ckpt["history"], ckpt["best"], ckpt["epoch"]
-        if progress:
-            note(f"resuming {run_dir} from epoch {start_epoch}")
+        state.load(resume, rank)
+    return state
+
+
+def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndarray | None = None, *,
+                device: torch.device, run_dir: Path | None = None, resume: dict | None = None,
+                mean_shape: np.ndarray | None = None, record: dict | None = None, rank: int = 0, world: int = 1,
+                progress: bool = True) -> tuple[torch.nn.Module, list[dict]]:
+    """The training loop: train on `train_idx` of `cache` for cfg['epochs'] from start_state (fresh,
+    or continued from the checkpoint `resume`), validate on `val_idx` after each epoch (when given)
+    and, with a `run_dir`, write config.json (with the weights the backbone started from, and
+    `record`), then last.pt / best.pt / history.csv and TensorBoard events after each epoch.
+    Returns (model, history)."""
+    state = start_state(cfg, cache, train_idx, device, resume, mean_shape, rank, world)
+    model = state.model
+    writes = run_dir is not None and rank == 0
+    if writes and resume is None:
+        write_json(run_dir / "config.json", cfg | {"name": run_name(cfg), "weights": model.weights} | (record or {}))
+    if resume is not None and progress:
+        note(f"resuming {run_dir} from epoch {state.epoch}")
+    amp_dtype = autocast_dtype(device, cfg["amp"])
     net = compile_model(model, cache.images[train_idx[:2]], device) if cfg["compile"] else model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     log = RunLog(run_dir if writes else None)
     loss_fn = make_loss(cfg)
-    train_loader = BatchLoader(cache.images, targets, train_idx, cfg["batch_size"], shuffle=True, seed=cfg["seed"],
-                               device=device, drop_last=True, rank=rank, world_size=world)
+    train_loader = BatchLoader(cache.images, cache.targets(), train_idx, cfg["batch_size"], shuffle=True,
+                               seed=cfg["seed"], device=device, drop_last=True, rank=rank, world_size=world)
     if val_idx is not None:
-        val_loader = BatchLoader(cache.images, targets, val_idx[rank::world], max(cfg["batch_size"], 64),
+        val_loader = BatchLoader(cache.images, cache.targets(), val_idx[rank::world], max(cfg["batch_size"], 64),
                                  shuffle=False, device=device)
         queries = dict(zip(val_idx.tolist(), query_indices(len(val_idx))))
-    epochs = bar(range(start_epoch, cfg["epochs"]), desc=run_name(cfg), disable=not progress,
-                 initial=start_epoch, total=cfg["epochs"], unit="epoch")
+    epochs = bar(range(state.epoch, cfg["epochs"]), desc=run_name(cfg), disable=not progress,
+                 initial=state.epoch, total=cfg["epochs"], unit="epoch")
     for epoch in epochs:
         train_loader.set_epoch(epoch)
-        lr = peak_lr(cfg) * lr_factor(cfg, epoch + 0.5) * plateau.scale   # mid-epoch: a warmup epoch shows half
-        stats = train_one_epoch(net, train_loader, optimizer, loss_fn, cfg, epoch, lr_scale=plateau.scale,
-                                scaler=scaler, amp_dtype=amp_dtype, generator=generator, progress=progress, log=log)
+        scale = state.plateau.scale
+        lr = peak_lr(cfg) * lr_factor(cfg, epoch + 0.5) * scale   # mid-epoch: a warmup epoch shows half
+        stats = train_one_epoch(net, train_loader, state.optimizer, loss_fn, cfg, epoch, lr_scale=scale,
+                                scaler=state.scaler, amp_dtype=amp_dtype, generator=state.generator,
+                                progress=progress, log=log)
         if val_idx is not None:
             stats |= evaluate(model, val_loader, cache, queries, amp_dtype)
             if cfg["schedule"] == "plateau":
-                plateau.step(stats["val_mse_px"])
-        history.append({"epoch": epoch + 1, "lr": lr} | stats)
-        log.epoch(epoch + 1, history[-1])
+                state.plateau.step(stats["val_mse_px"])
+        improved = state.end_epoch({"epoch": epoch + 1, "lr": lr} | stats)
+        log.epoch(epoch + 1, state.history[-1])
         if log.writer is not None and val_idx is not None:
             _log_val_images(log, epoch + 1, model, cache, val_idx[:TB_IMAGES], amp_dtype)
         if progress and val_idx is not None:
@@ -214,23 +214,15 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
                  f"({stats['images_per_s']:.0f} img/s, data wait {100 * stats['data_wait']:.1f} %)")
         if run_dir is None:
             continue
-        augment_states = [generator.get_state()]
+        augment_states = [state.generator.get_state()]
         if world > 1:
             augment_states = [None] * world
-            dist.all_gather_object(augment_states, generator.get_state())
+            dist.all_gather_object(augment_states, state.generator.get_state())
         if rank == 0:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scaler": scaler.state_dict() if scaler is not None else {}, "plateau": plateau.state_dict(),
-                     "rng": {"torch": torch.get_rng_state(), "augment": [s.cpu() for s in augment_states]},
-                     "epoch": epoch + 1, "best": min(best, stats["val_mse_px"]), "history": history, "config": cfg}
-            if stats["val_mse_px"] < best:   # lean: what predict needs; the optimizer lives in last.pt only
-                checkpoint.save({k: state[k] for k in ("model", "epoch", "best", "history", "config")},
-                                run_dir / "best.pt")
-            checkpoint.save(state, run_dir / "last.pt")
-            _write_history(run_dir / "history.csv", history)
-        best = min(best, stats["val_mse_px"])
+            state.save(run_dir, improved, augment_states)
+            _write_history(run_dir / "history.csv", state.history)
     log.close()
-    return model, history
+    return model, state.history
 
 
 def compile_model(model: torch.nn.Module, example: np.ndarray, device: torch.device) -> torch.nn.Module:
@@ -296,7 +288,7 @@ def _resume_point(run_dir: Path, cfg: dict, data_id: dict) -> dict | None:
         raise DataError(f"{run_dir}: holds checkpoints but no config.json, so its recipe is unknown; use a new run dir")
     if not (run_dir / "last.pt").is_file():
         return None
-    return checkpoint.read(run_dir / "last.pt", ("model", "optimizer", "epoch", "history", "best", "rng", "plateau"))
+    return checkpoint.read_last(run_dir, read_run_config(run_dir))
 
 
 def _fit(cfg: dict, ckpt: dict | None, data_id: dict, blocked: set | None, progress: bool) -> list[dict]:
@@ -348,21 +340,9 @@ def _fit(cfg: dict, ckpt: dict | None, data_id: dict, blocked: set | None, progr
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """One flag per config key, with its default, its choices and HELP's line."""
-    p = argparse.ArgumentParser(prog="python -m landmarklib.train", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for key, default in DEFAULTS.items():
-        flag = "--" + key.replace("_", "-")
-        if key == "pretrained":
-            p.add_argument(flag, nargs="?", const="true", default=default, metavar="auto|true|false", help=HELP[key])
-        elif isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP[key])
-        elif key in LIST_KEYS:
-            p.add_argument(flag, type=int, nargs="*", default=default, metavar="EPOCH", help=HELP[key])
-        else:
-            kind = int if key in INT_OR_NONE else type(default) if default is not None else str
-            p.add_argument(flag, type=kind, default=default, choices=CHOICES.get(key), help=HELP[key],
-                           metavar=None if key in CHOICES else key.upper())
+    """One flag per run setting (config.RUN), with its default, what it allows and its help line."""
+    p = argparse.ArgumentParser(prog="python -m landmarklib.train", description=__doc__.splitlines()[0])
+    add_arguments(p, RUN)
     return p
 
 

@@ -57,7 +57,7 @@ if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file
 
 # %% tags=["parameters"]
 data_dir = "data"
-run_dir = None                # where the figures go; None: <runs folder>/data (on Drive in Colab)
+out_dir = None                # where the figures go; None: <runs folder>/data (on Drive in Colab)
 zip_path = None               # e.g. "/content/drive/MyDrive/landmarks/contest.zip"
 test_points_path = None
 demo = None                   # True: the synthetic demo set (landmarklib.config.DEMO); None: see above
@@ -78,14 +78,11 @@ import numpy as np
 
 from landmarklib import data
 from landmarklib.cache import cache_root, check_and_build
-from landmarklib.config import QUICK_DEMO
 from landmarklib.notebook import output_path, prepare_data
 from landmarklib.plots import landmark_grid, save
 
-if quick:
-    crop_size = QUICK_DEMO["crop_size"]
 prepare_data(data_dir, zip_path, test_points_path, demo, quick)
-figures = output_path(run_dir, "data", mount_drive)
+figures = output_path(out_dir, "data", mount_drive)
 
 # %%
 # Each CSV is parsed once: the check and the cache share it (landmarks.csv is 3 GB in the contest).

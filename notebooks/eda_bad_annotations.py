@@ -23,7 +23,7 @@
 # Shape stage (seconds): points far outside the image, a Procrustes + PCA shape model, group geometry.
 # Image stage: out-of-fold predictions of a quick model; a plausible shape in the wrong place shows
 # up as label/prediction disagreement. Writes `bad_annotations.csv` for `train.ipynb`'s `blocklist`,
-# the figures and each finished out-of-fold model's scores into `run_dir` (on Drive in Colab): rerun
+# the figures and each finished out-of-fold model's scores into `out_dir` (on Drive in Colab): rerun
 # after a disconnect, it takes up the folds already done.
 
 # %% [markdown]
@@ -56,14 +56,14 @@ if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file
 
 # %% tags=["parameters"]
 data_dir = "data"
-run_dir = None                # bad_annotations.csv, figures, folds; None: <runs folder>/eda (Drive in Colab)
-out = None                    # None: <run_dir>/bad_annotations.csv
+out_dir = None                # bad_annotations.csv, figures, folds; None: <runs folder>/eda (Drive in Colab)
+out = None                    # None: <out_dir>/bad_annotations.csv
 zip_path = None               # the contest zip (e.g. on Drive): unpacked into data_dir on a fresh runtime
 test_points_path = None
 demo = None
 use_model = True              # False: the fast shape-only stage
 k = 12.0                      # flag when a robust z-score exceeds k
-folds = 4                     # the out-of-fold models (landmarklib.config.EDA)
+folds = 4                     # the out-of-fold models (their recipe: landmarklib.config.RECIPES["eda"])
 epochs = 6
 crop_size = 64
 device = "auto"
@@ -82,14 +82,11 @@ from IPython.display import display
 
 from landmarklib import eda
 from landmarklib.atomic import atomic_path
-from landmarklib.config import QUICK_EDA
 from landmarklib.notebook import output_path, prepare_data
 from landmarklib.plots import landmark_grid, plot_score_histogram, save
 
-if quick:
-    folds, epochs, crop_size = (QUICK_EDA[k] for k in ("folds", "epochs", "crop_size"))
 prepare_data(data_dir, zip_path, test_points_path, demo, quick)
-eda_dir = output_path(run_dir, "eda", mount_drive)
+eda_dir = output_path(out_dir, "eda", mount_drive)
 csv_out = Path(out) if out else eda_dir / "bad_annotations.csv"
 kw = {"folds": folds, "epochs": epochs, "crop_size": crop_size, "device": device,
       "fold_dir": eda_dir / "folds"} if use_model else {}

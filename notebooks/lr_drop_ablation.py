@@ -60,7 +60,7 @@ if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file
 
 # %% tags=["parameters"]
 data_dir = "data"
-run_dir = None                # every run of the grid goes under here; None: runs/ablation (Drive in Colab)
+grid_dir = None               # every run of the grid goes under here; None: runs/ablation (Drive in Colab)
 grid_name = "lr_drop"
 seeds = [0, 1]
 arch = "resnet18"
@@ -92,18 +92,14 @@ from IPython.display import Markdown, display
 
 from landmarklib import ablation
 from landmarklib.colab import install_missing
-from landmarklib.config import QUICK, int_list
 from landmarklib.notebook import output_path, prepare_data
 from landmarklib.plots import plot_ablation, save
 
 install_missing(["papermill>=2.5"])   # not preinstalled in Colab; installed without touching Colab's packages
-seeds = int_list(seeds, "seeds")
-if quick:
-    epochs, seeds = QUICK["epochs"], seeds[:1]
 prepare_data(data_dir, zip_path, test_points_path, demo, quick)   # the runs below find it unpacked
 base = dict(data_dir=str(Path(data_dir).resolve()), arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
             loss=loss, crop_size=crop_size, augment=augment, device=device)
-ablation_root = output_path(run_dir, "ablation", mount_drive).resolve()
+ablation_root = output_path(grid_dir, "ablation", mount_drive).resolve()
 print(f"runs in {ablation_root}")
 notebook = Path("notebooks/train.ipynb").resolve()
 configs = ablation.grid(grid_name, epochs, str(Path(blocklist).resolve()) if blocklist else None)

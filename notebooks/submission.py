@@ -53,7 +53,7 @@ if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file
 
 # %% tags=["parameters"]
 data_dir = "data"
-run_dir = None                # one run dir, or a list of them for an ensemble; None: the latest run
+run_dirs = None               # one run dir, or a list of them for an ensemble; None: the latest run
 checkpoint = "best.pt"
 tta = "flip"
 out = None                    # None: <runs folder>/submission.csv (on Drive in Colab)
@@ -81,7 +81,7 @@ from landmarklib.score import score_submission
 from landmarklib.submission import read_submission, write_submission
 
 prepare_data(data_dir, zip_path, test_points_path, demo, quick)
-sources = [run_dir] if isinstance(run_dir, str) else list(run_dir or [latest_run(runs_root(mount_drive))])
+sources = [run_dirs] if isinstance(run_dirs, str) else run_dirs or [latest_run(runs_root(mount_drive))]
 print(f"checkpoints from: {', '.join(map(str, sources))}")
 csv_out = output_path(out, "submission.csv", mount_drive)
 test = load_split(data_dir, "test")

@@ -56,8 +56,10 @@ if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file
     os.chdir(repo)
 
 # %% tags=["parameters"]
-# Every key of landmarklib.config.DEFAULTS, with its default (a test keeps them equal); papermill -p
-# overrides any of them. `python -m landmarklib.train --help` says what each one does.
+# Every run setting of landmarklib.config.RUN, with its default (a test keeps them equal); papermill -p
+# overrides any of them, and each is checked against its declaration before anything is written.
+# A value equal to its default leaves the named recipe's. `python -m landmarklib.train --help` says
+# what each one does and allows.
 data_dir = "data"
 run_dir = None                # None: runs/<run name> (on Drive in Colab; demo_<run name> on the demo set)
 cache_dir = None              # default <data_dir>/cache; keep it on local disk, never on Drive

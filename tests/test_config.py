@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from landmarklib import config
-from landmarklib.config import DEFAULTS, HELP, make_config, notebook_config, run_name
+from landmarklib.config import make_config, notebook_config, run_name
 from landmarklib.geometry import decode, encode, fit_affine
 from landmarklib.metric import mse_per_image, point_error, select_points
-from landmarklib.train import get_args_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["data", "eda_bad_annotations", "train", "lr_drop_ablation", "submission"]
@@ -60,29 +59,9 @@ def _cells(name):
     return jupytext.read(ROOT / "notebooks" / f"{name}.py").cells
 
 
-def test_train_notebook_parameters_are_the_config_defaults():
-    params = next(c for c in _cells("train") if "parameters" in c.metadata.get("tags", []))
-    namespace: dict = {}
-    exec(params.source, namespace)
-    assert {k: namespace[k] for k in DEFAULTS} == DEFAULTS
-    # Beside the run settings: where the data comes from, Drive, and the quick profile.
-    assert set(namespace) - {"__builtins__"} == set(DEFAULTS) | {"quick", "zip_path", "test_points_path", "demo",
-                                                                 "mount_drive"}
-
-
 def test_the_five_setup_cells_are_identical():
     setups = [next(c.source for c in _cells(n) if c.cell_type == "code") for n in NOTEBOOKS]
     assert "REPO_URL" in setups[0] and all(s == setups[0] for s in setups)
-
-
-def test_cli_help_explains_every_flag():
-    parser = get_args_parser()
-    text = " ".join(parser.format_help().split())
-    for key in DEFAULTS:
-        assert "--" + key.replace("_", "-") in text, key
-        assert " ".join(HELP[key].split()) in text, key
-    assert "{adam,adamw,sgd}" in text and "(default: smoothl1)" in text
-    assert all(a.help for a in parser._actions)
 
 
 @pytest.mark.parametrize("value, expected", [("false", False), ("False", False), ("0", False), ("true", True),
@@ -93,12 +72,13 @@ def test_booleans_from_text(value, expected):
 
 @pytest.mark.parametrize("overrides, message", [
     ({"pretraned": True}, r"unknown config key\(s\) \['pretraned'\]"),
-    ({"pretrained": "maybe"}, r"pretrained: 'maybe' is not a boolean"),
+    ({"pretrained": "maybe"}, r"pretrained: 'maybe' is not true or false"),
     ({"epochs": "twelve"}, r"epochs: 'twelve' is not an integer"),
     ({"epochs": 2.5}, r"epochs: 2.5 is not an integer"),
-    ({"batch_size": 0}, r"batch_size: must be at least 1"),
-    ({"val_fraction": 0}, r"val_fraction: must be between 0 and 1"),
-    ({"seed": -1}, r"seed: must be 0 or more"),
+    ({"optimizer": "sgd", "momentum": 0}, r"momentum: sgd with nesterov needs momentum > 0"),
+    ({"batch_size": 0}, r"batch_size: 0 is out of range; it takes an integer in \[1, 65536\]"),
+    ({"val_fraction": 0}, r"val_fraction: 0.0 is out of range; it takes a finite number in \(0, 1\)"),
+    ({"seed": -1}, r"seed: -1 is out of range"),
     ({"loss": "huber"}, r"loss: unknown loss 'huber'; choose one of mse, smoothl1"),
     ({"arch": "inception_v3", "crop_size": 64}, r"crop_size: inception_v3 needs crop_size >= 75"),
     ({"drop_at": "8,x"}, r"drop_at: '8,x' is not a list of integers"),
@@ -116,7 +96,8 @@ def test_text_from_papermill_becomes_typed_values():
 
 def test_notebook_config_takes_only_config_keys_and_the_quick_profile():
     cfg = notebook_config({"arch": "resnet34", "quick": True, "plt": object(), "epochs": 9}, quick=True)
-    assert cfg["arch"] == "resnet34" and {k: cfg[k] for k in config.QUICK} == config.QUICK
+    run = ("epochs", "crop_size", "batch_size", "max_train_steps")
+    assert cfg["arch"] == "resnet34" and {k: cfg[k] for k in run} == {k: config.QUICK[k] for k in run}
 
 
 def test_run_names_carry_non_default_keys():

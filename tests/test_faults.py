@@ -308,9 +308,9 @@ def test_a_truncated_last_pt_is_named_on_resume(synth_dir, trained, tmp_path, ca
     ("config-missing", [], "holds checkpoints but no config.json"),
     ("blocklist-binary", ["--blocklist", "BL"], "bl.csv:1: byte 0x89"),
     ("blocklist-empty", ["--blocklist", "BL"], "bl.csv: empty blocklist"),
-    (None, ["--batch-size", "0"], "batch_size: must be at least 1"),
-    (None, ["--val-fraction", "0"], "val_fraction: must be between 0 and 1"),
-    (None, ["--seed", "-1"], "seed: must be 0 or more"),
+    (None, ["--batch-size", "0"], "batch_size: 0 is out of range; it takes an integer in [1, 65536]"),
+    (None, ["--val-fraction", "0"], "val_fraction: 0.0 is out of range; it takes a finite number in (0, 1)"),
+    (None, ["--seed", "-1"], "seed: -1 is out of range"),
     (None, ["--device", "cuda"], "device: 'cuda' asked for, but this machine has no usable CUDA GPU"),
     ("run-dir-is-a-file", [], "is a file, not a folder"),
 ])

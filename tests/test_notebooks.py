@@ -23,7 +23,7 @@ def test_pair_is_in_sync_and_stripped(name):
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "outputs not stripped"
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
-    for key in ("data_dir", "run_dir", "quick"):
+    for key in ("data_dir", "quick"):
         assert f"\n{key} = " in "\n" + params[0].source
     assert nb.metadata["kernelspec"]["name"] == "python3" and nb.metadata["accelerator"] == "GPU"
 

@@ -21,10 +21,10 @@ def test_the_seed_recipe_by_name():
     c = make_config({"recipe": "seed"})
     assert (c["optimizer"], c["lr"], c["batch_size"], c["epochs"], c["warmup"]) == ("adam", 1e-3, 64, 12, 0.0)
     assert [peak_lr(c) * lr_factor(c, e) for e in range(12)] == pytest.approx([1e-3] * 8 + [1e-4] * 4)
-    # an override that differs from the defaults wins; one equal to a default leaves the recipe's value
+    # a given value wins over the recipe's, even one equal to the default (the CLI passes only flags given)
     assert make_config({"recipe": "seed", "epochs": 6})["drop_at"] == [4]
     assert make_config({"recipe": "seed", "arch": "resnext50"})["arch"] == "resnext50"
-    assert make_config({"recipe": "seed", "optimizer": make_config()["optimizer"]})["optimizer"] == "adam"
+    assert make_config({"recipe": "seed", "optimizer": make_config()["optimizer"]})["optimizer"] == "adamw"
     with pytest.raises(ValueError, match="recipe"):
         make_config({"recipe": "mine"})
 

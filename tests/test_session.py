@@ -138,14 +138,14 @@ def test_resume_on_other_data_is_refused(synth_dir, synth_copy, tmp_path):
 
 
 def test_notebook_parameters_are_typed_and_named():
-    ns = {"data_dir": "d", "pretrained": "false", "epochs": "3", "lr": "2e-3", "quick": "True", "demo": None,
+    ns = {"data_dir": "d", "pretrained": "false", "epochs": "3", "lr": "2e-3", "quick": "False", "demo": None,
           "In": [], "Path": Path, "REPO_URL": "https://example.invalid", "os": os}
     p = check_parameters("train", ns)
-    assert p["epochs"] == 3 and p["lr"] == 2e-3 and p["quick"] is True
+    assert p["epochs"] == 3 and p["lr"] == 2e-3 and p["quick"] is False
     assert notebook_config(p)["pretrained"] is False              # run settings then go through make_config
     with pytest.raises(ValueError, match=r"notebooks/train.ipynb has no parameter\(s\) \['pretraned'\]"):
         check_parameters("train", ns | {"pretraned": "true"})
-    with pytest.raises(ValueError, match=r"use_model: 'perhaps' is not a boolean"):
+    with pytest.raises(ValueError, match=r"use_model: 'perhaps' is not true or false"):
         check_parameters("eda_bad_annotations", {"use_model": "perhaps"})
     params, before = notebook.declared_parameters("eda_bad_annotations")
     assert params["folds"] == 4 and "REPO_URL" in before and "repo" in before
