@@ -102,6 +102,24 @@ def test_a_run_dir_without_last_pt_still_refuses_another_recipe(synth_dir, tmp_p
     assert (tmp_path / "run" / "best.pt").read_bytes() == best
 
 
+@pytest.mark.parametrize("other, differs", [
+    (["--loss", "l1"], "loss: 'l1' in last.pt vs 'smoothl1' in config.json"),
+    (["--arch", "resnet34"], "arch: 'resnet34' in last.pt vs 'resnet18' in config.json"),
+])
+def test_a_last_pt_copied_from_another_run_is_refused_naming_both(synth_dir, tmp_path, capsys, other, differs):
+    """Today's run stopped after epoch 1; a last.pt from another recipe (or arch) copied over its own
+    would resume silently (mixing two recipes in one history) or end in a load_state_dict traceback."""
+    assert _cli(train.main, _train_args(synth_dir, tmp_path, "--epochs", "1"), capsys)[0] == 0
+    assert _cli(train.main, _train_args(synth_dir, tmp_path, "--epochs", "1", *other, run="other"), capsys)[0] == 0
+    shutil.copy(tmp_path / "other" / "last.pt", tmp_path / "run" / "last.pt")
+    history = (tmp_path / "run" / "history.csv").read_bytes()
+    rc, err = _cli(train.main, _train_args(synth_dir, tmp_path), capsys)
+    assert rc == 2 and err.count("\n") == 1
+    assert f"{tmp_path / 'run' / 'last.pt'}: holds another run than {tmp_path / 'run' / 'config.json'}" in err
+    assert differs in err
+    assert (tmp_path / "run" / "history.csv").read_bytes() == history
+
+
 @pytest.mark.parametrize("damage", [
     lambda c: (c / "manifest.json").write_text("{not json"),
     lambda c: (c / "images.npy").write_bytes((c / "images.npy").read_bytes()[:5000]),
