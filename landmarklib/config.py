@@ -20,7 +20,7 @@ from .losses import LOSSES
 from .models import ARCHS, MIN_INPUT, check_arch
 from .runtime import AMP_MODES
 from .schedules import LR_BATCH, LR_SCALINGS, SCHEDULES, default_drop_at
-from .settings import Setting, by_name, defaults, parse_bool
+from .settings import BOOL_WORDS, Setting, by_name, defaults, parse_bool
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SEED_MAX = 2 ** 32 - 1   # numpy's and torch's generators take seeds below 2**32
@@ -31,10 +31,23 @@ def _pretrained(value):
 
 
 def _amp(value):   # amp=True/False of older configs: auto / off
-    if isinstance(value, bool) or str(value).strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+    if isinstance(value, bool) or str(value).strip().lower() in BOOL_WORDS:
         return "auto" if parse_bool(value, "amp") else "off"
     return str(value)
 
+
+# Named recipes: DEFAULTS | RECIPES[cfg['recipe']] | the settings given.
+RECIPES: dict[str, dict] = {
+    "landmarklib": {},
+    "seed": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "epochs": 12,
+             "schedule": "drop", "drop_factor": 0.1, "warmup": 0.0, "lr_scaling": "none"},
+    # The ablation grids' base: short enough that a grid of arms x seeds runs in minutes on the demo set.
+    "ablation": {"epochs": 6, "crop_size": 64},
+    # The EDA's out-of-fold models: the whole face in view (pad); L1, so the few bad labels in each fold
+    # pull the model little; one drop before the last epoch.
+    "eda": {"epochs": 6, "crop_size": 64, "resize_mode": "pad", "schedule": "drop", "drop_at": [5], "loss": "l1",
+            "augment": "full"},
+}
 
 # The run settings, each declared once. Units: lr per sample-mean loss at a batch of LR_BATCH,
 # epochs over the train split, loss parameters in normalized coordinates (1 unit = half the input
@@ -71,8 +84,7 @@ RUN: tuple[Setting, ...] = (
             "square root of the ratio, linearly, or not at all", choices=LR_SCALINGS),
     Setting("recipe", "landmarklib", "a named recipe under your overrides: landmarklib (these defaults), seed "
             "(Adam 1e-3, batch 64, x0.1 at epoch 8 of 12, no warmup: the report's), ablation (the grids' base: "
-            "6 epochs at 64 px) or eda (the EDA's out-of-fold models)", choices=("landmarklib", "seed", "ablation",
-                                                                                 "eda")),
+            "6 epochs at 64 px) or eda (the EDA's out-of-fold models)", choices=tuple(RECIPES)),
     Setting("t0", 4, "warm_restarts: first period in epochs", bounds="[1, 100000]"),
     Setting("t_mult", 1, "warm_restarts: period multiplier", bounds="[1, 100]"),
     Setting("plateau_patience", 1, "plateau: epochs without improvement before a drop", bounds="[0, 100000]"),
@@ -107,19 +119,6 @@ SETTINGS: dict[str, Setting] = by_name(RUN)
 DEFAULTS: dict = defaults(RUN)
 RESUMABLE_KEYS = {s.name for s in RUN if s.resumable}
 
-# Named recipes: DEFAULTS | RECIPES[cfg['recipe']] | the settings given.
-RECIPES: dict[str, dict] = {
-    "landmarklib": {},
-    "seed": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "epochs": 12,
-             "schedule": "drop", "drop_factor": 0.1, "warmup": 0.0, "lr_scaling": "none"},
-    # The ablation grids' base: short enough that a grid of arms x seeds runs in minutes on the demo set.
-    "ablation": {"epochs": 6, "crop_size": 64},
-    # The EDA's out-of-fold models: the whole face in view (pad); L1, so the few bad labels in each fold
-    # pull the model little; one drop before the last epoch.
-    "eda": {"epochs": 6, "crop_size": 64, "resize_mode": "pad", "schedule": "drop", "drop_at": [5], "loss": "l1",
-            "augment": "full"},
-}
-assert set(RECIPES) == set(SETTINGS["recipe"].choices)
 
 # quick=True in the notebooks and QUICK=1 ./run_all.sh: a tiny budget that runs every code path.
 # Applied in one place, quick_profile(), to whatever holds these keys: a run's settings, the demo
@@ -166,7 +165,7 @@ def notebook_config(namespace: dict, quick: bool = False) -> dict:
     profile on top when quick is set."""
     params = DEFAULTS | {k: v for k, v in namespace.items() if k in DEFAULTS}
     params = quick_profile(params) if quick else params
-    return make_config({k: v for k, v in params.items() if SETTINGS[k].check(v) != DEFAULTS[k] or k == "recipe"})
+    return make_config({k: v for k, v in params.items() if SETTINGS[k].check(v) != DEFAULTS[k]})
 
 
 def run_name(cfg: dict) -> str:

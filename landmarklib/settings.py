@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 KINDS = ("bool", "int", "float", "str", "path", "ints", "paths")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+BOOL_WORDS = _TRUE | _FALSE   # how text spells a boolean
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def _fail(setting: Setting, value: Any):
 
 def _as_kind(s: Setting, value: Any) -> Any:
     if s.kind == "bool":
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
             return value.strip().lower() in _TRUE
         if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
             return bool(value)
