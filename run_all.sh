@@ -24,7 +24,10 @@ if [ -n "${DATA_DIR:-}" ]; then
     fi
   done
 fi
-mkdir -p "$NB_OUT"
+if ! mkdir -p "$NB_OUT" 2>/dev/null; then
+  echo "error: OUT_DIR=${OUT_DIR:-runs}: cannot make $NB_OUT there (a file in the way, or no permission to write)" >&2
+  exit 2
+fi
 # The demo set, asked for by name, and its budget on 2 CPU cores; real data keeps the notebooks' defaults.
 DEMO=()
 MAKE_DEMO=False

@@ -1,5 +1,6 @@
 # Sourced by run_all.sh and run_tests.sh: picks the Python to use and installs what it lacks.
-#   - PYTHON=/path/to/python: that interpreter, as it is (the tests pass their own).
+#   - PYTHON=/path/to/python: that interpreter, as it is: nothing is installed into it, and what it
+#     lacks is an error naming it (the tests pass their own).
 #   - inside a virtual environment or conda env: its python3, as it is.
 #   - in Colab (COLAB_RELEASE_TAG set): its python3, whose torch is a CUDA build and whose kernel
 #     packages google-colab pins exactly: only what it lacks is installed, with every installed
@@ -36,9 +37,21 @@ _landmarklib_env() {
     fi
     PY=$PWD/.venv/bin/python
   fi
+  if [ -n "${PYTHON:-}" ]; then   # as it is: nothing installed into it; say what it lacks, if anything
+    local missing
+    missing=$("$PY" -c 'import importlib.util as u, sys; print(" ".join(m for m in sys.argv[1:] if u.find_spec(m) is None))' \
+              torch torchvision numpy pandas matplotlib PIL tqdm jupytext papermill ipykernel nbformat 2>/dev/null) \
+      || { echo "error: PYTHON=$PYTHON: not a Python interpreter that runs" >&2; return 2; }
+    if [ -n "$missing" ]; then
+      echo "error: PYTHON=$PYTHON lacks $missing; install them into it ($PYTHON -m pip install -r requirements.txt)," \
+           "or unset PYTHON to use a project-local .venv" >&2
+      return 2
+    fi
+    return 0
+  fi
   # Install when requirements.txt changed since the last install into this interpreter (stamp in its prefix).
   local stamp want install=("$PY" -m pip install -q -r requirements.txt)
-  if [ -n "${COLAB_RELEASE_TAG:-}" ] && [ -z "${PYTHON:-}" ]; then
+  if [ -n "${COLAB_RELEASE_TAG:-}" ]; then
     install=("$PY" -m landmarklib.colab install)
   fi
   stamp=$("$PY" -c 'import sys; print(sys.prefix)')/.landmarklib-requirements
@@ -49,4 +62,4 @@ _landmarklib_env() {
     echo "$want" >"$stamp" 2>/dev/null || true
   fi
 }
-_landmarklib_env || exit 1
+_landmarklib_env || exit $?

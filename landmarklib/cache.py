@@ -5,19 +5,21 @@
 A cache folder holds images.npy (N, S, S, 3) uint8 (read back as a memmap), affine.npy
 (N, 4) per-image (sx, sy, ox, oy) from original to input pixels, sizes.npy (N, 2) original
 width/height, landmarks.npy (N, 971, 2) original pixels where known, names.json, done.npy
-(which rows are decoded) and manifest.json (source fingerprint + parameters). A rerun
-with the same inputs reuses it; an interrupted build resumes; a changed parameter or
-source file rebuilds.
+(which rows are decoded) and manifest.json (what it was built from: the CSV's SHA-256,
+every image's size and mtime, the parameters). A rerun with the same inputs reuses it; an
+interrupted build resumes; a changed parameter, CSV or image rebuilds; a damaged file is
+found (each file's shape and type are checked) and rewritten. One process builds a cache at a
+time (a lock beside it); another waits, then finds it built.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import queue
 import shutil
 import threading
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +28,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_path, write_json
-from .data import SPLIT_CSV, Split, check, check_images_exist, is_synthetic, load_split
+from .data import (SPLIT_CSV, Split, check, check_images_exist, file_digest, is_synthetic, label_ranges, load_split,
+                   open_image)
 from .errors import DataError, os_error
 from .geometry import encode, fit_affine, warp_image
+from .layout import N_POINTS
 from .progress import bar
+from .workers import process_pool
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 2: keyed on the CSV's content; images read upright (EXIF orientation)
 
 
 def cache_root(data_dir: Path | str, cache_dir: Path | str | None = None) -> Path:
@@ -45,18 +50,20 @@ def split_cache_dir(root: Path | str, split: str, crop_size: int, mode: str) -> 
 
 
 def _fingerprint(csv: Path, image_dir: Path, names) -> str:
-    """Hash of the listing and every source file's (name, size, mtime): cheap, no decoding."""
-    h = hashlib.sha1()
-    for p in [csv] + [image_dir / n for n in names]:
+    """What a cache is built from: the CSV's content (its SHA-256: an edit that keeps its length and
+    mtime still counts) and every image's (name, size, mtime). Images are not hashed: 19 GB at
+    contest scale would take minutes on every run, and an image edited in place keeps neither."""
+    h = hashlib.sha1(f"{csv.name}\0{file_digest(csv)}\n".encode())
+    for p in (image_dir / n for n in names):
         st = p.stat()
         h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
 def _built_and_unchanged(out: Path, data_dir: Path, split: str, manifest: dict) -> Cache | None:
-    """The finished cache at `out` when its sources are as recorded (the CSV's and every image's size
-    and mtime, listed by the cache's own names.json), without parsing the CSV: at contest scale that
-    parse is a minute and 3 GB. None when anything differs or is unreadable (the slow path decides)."""
+    """The finished cache at `out` when its sources are as recorded (the CSV's content, every image's
+    size and mtime, listed by the cache's own names.json), without parsing the CSV: at contest scale
+    that parse is a minute and 3 GB. None when anything differs or is unreadable (the slow path decides)."""
     try:
         saved = json.loads((out / "manifest.json").read_text())
         names = json.loads((out / "names.json").read_text())
@@ -65,7 +72,7 @@ def _built_and_unchanged(out: Path, data_dir: Path, split: str, manifest: dict) 
                 saved.get("source") != _fingerprint(csv, data_dir / split / "images", names):
             return None
         done = _resumable(out, saved)
-        if done is None or not done.all() or (split == "train" and not (out / "landmarks.npy").is_file()):
+        if done is None or not done.all() or (split == "train" and not _labels_whole(out, len(names))):
             return None
         return open_cache(out)
     except (OSError, ValueError, EOFError, KeyError, TypeError, DataError):
@@ -128,7 +135,7 @@ def _decode_chunk(args: tuple) -> list[tuple[int, np.ndarray]]:
     out = []
     for i, p in zip(rows, paths):
         try:
-            with Image.open(p) as im:
+            with open_image(p) as im:     # upright, 8-bit (a 16-bit PNG is refused, not clipped to white)
                 size = im.size            # before warp_image: its JPEG draft shrinks im.size
                 a = fit_affine(size[0], size[1], crop_size, mode)
                 _worker["images"][i] = warp_image(im, a, crop_size, mode)
@@ -147,12 +154,47 @@ def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: i
     out = split_cache_dir(root, split, crop_size, mode)
     manifest = {"version": CACHE_VERSION, "split": split, "size": crop_size, "mode": mode,
                 "synthetic": is_synthetic(data_dir)}
-    if (out / "manifest.json").exists() and (cache := _built_and_unchanged(out, Path(data_dir), split, manifest)):
-        return cache
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise os_error(e, out.parent) from None
+    with _build_lock(out, progress):
+        if (out / "manifest.json").exists() and (cache := _built_and_unchanged(out, Path(data_dir), split, manifest)):
+            return cache
+        return _build(out, data_dir, split, manifest, crop_size, mode, workers, progress, src)
+
+
+@contextlib.contextmanager
+def _build_lock(out: Path, progress: bool):
+    """One builder per cache: an flock on <out>.lock (beside the folder, which a rebuild empties). A
+    second process (another notebook, a second run) waits for the first, then finds the cache built.
+    Two Colab tabs are two machines: each has its own local cache."""
+    try:
+        import fcntl
+    except ImportError:      # not POSIX: no lock
+        yield
+        return
+    with open(out.with_name(out.name + ".lock"), "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"cache {out}: another process is building it; waiting for it to finish", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build(out: Path, data_dir: Path | str, split: str, manifest: dict, crop_size: int, mode: str,
+           workers: int | None, progress: bool, src: Split | None) -> Cache:
+    """build_cache's slow path, under the lock: parse, then resume, repair or start over."""
     src = src if src is not None else load_split(data_dir, split)
     check_images_exist(src)
     n = len(src.names)
-    manifest |= {"count": n, "source": _fingerprint(src.csv, src.image_dir, src.names)}
+    manifest |= {"count": n, "source": _fingerprint(src.csv, src.image_dir, src.names),
+                 "csv_sha256": file_digest(src.csv)}
     done = None
     if (out / "manifest.json").exists():
         try:
@@ -176,9 +218,28 @@ def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: i
     todo = np.flatnonzero(~done)
     if len(todo):
         _decode(out, src, todo, crop_size, mode, workers, progress)
-    if src.landmarks is not None and not (out / "landmarks.npy").is_file():
+    if src.landmarks is not None and not _labels_whole(out, n):
+        label_ranges(src, np.load(out / "sizes.npy"))   # labels that cannot be on their (decoded) image: refused
         _save(out / "landmarks.npy", compact_labels(src.landmarks))
     return open_cache(out)
+
+
+def _labels_whole(out: Path, n: int) -> bool:
+    """Whether out/landmarks.npy is there and whole: (n, 971, 2), int16 or float32, readable to its
+    end. A damaged one is removed (said in one line), so the build writes it again."""
+    path = out / "landmarks.npy"
+    if not path.is_file():
+        return False
+    try:
+        lm = np.load(path, mmap_mode="r")
+        if lm.shape == (n, N_POINTS, 2) and lm.dtype in (np.int16, np.float32):
+            return True
+        problem = f"holds {lm.dtype} {lm.shape}, expected ({n}, {N_POINTS}, 2) int16 or float32"
+    except (OSError, ValueError, EOFError) as e:
+        problem = f"unreadable ({e})"
+    print(f"cache {path}: {problem}; writing it again")
+    path.unlink()
+    return False
 
 
 def check_and_build(data_dir: Path | str, root: Path | str, crop_size: int = 128, mode: str = "crop",
@@ -267,7 +328,7 @@ def _decode(out: Path, src: Split, todo: np.ndarray, crop_size: int, mode: str, 
     images_path = str(out / "images.npy")
     try:
         if workers > 1 and len(todo) > step:
-            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(images_path,)) as ex:
+            with process_pool(workers, _init_worker, (images_path,)) as ex:
                 collect(ex.map(_decode_chunk, jobs))
         else:
             _init_worker(images_path)

@@ -8,8 +8,6 @@ what predict needs.
 from __future__ import annotations
 
 import math
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import torch
 from .atomic import atomic_path
 from .config import recipe_difference
 from .errors import DataError
+from .models import load_torch_file
 
 LAST_KEYS = ("model", "optimizer", "scaler", "plateau", "rng", "epoch", "best", "history", "config")
 BEST_KEYS = ("model", "epoch", "best", "history", "config")
@@ -101,11 +100,7 @@ def read(path: Path | str, keys: tuple[str, ...] = ("model", "config")) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise DataError(f"{path}: not a readable checkpoint, truncated or corrupt "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    ckpt = load_torch_file(path, "checkpoint")
     if not isinstance(ckpt, dict) or not all(k in ckpt for k in keys):
         if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             raise DataError(f"{path}: a bare state dict, not a landmarklib checkpoint (no config); "

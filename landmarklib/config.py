@@ -18,7 +18,7 @@ from .errors import DataError
 from .geometry import MODES as RESIZE_MODES
 from .losses import LOSSES
 from .models import ARCHS, MIN_INPUT, check_arch
-from .runtime import AMP_MODES
+from .runtime import AMP_MODES, DEVICE_NAMES, device_name
 from .schedules import LR_BATCH, LR_SCALINGS, SCHEDULES, default_drop_at
 from .settings import BOOL_WORDS, Setting, by_name, defaults, parse_bool
 
@@ -103,7 +103,7 @@ RUN: tuple[Setting, ...] = (
     Setting("blocklist", None, "CSV with file_name (and flagged) to leave out of training; validation unchanged",
             kind="path", spelled=True),
     Setting("seed", 0, "seed of init, shuffling and augmentation", bounds=f"[0, {SEED_MAX}]", spelled=True),
-    Setting("device", "auto", "auto, cpu, cuda, cuda:N or mps", resumable=True),
+    Setting("device", "auto", DEVICE_NAMES, resumable=True, parse=device_name),
     Setting("amp", "auto", "mixed precision on GPUs. auto: bf16 where the GPU has it in hardware (compute "
             "capability 8.0+, e.g. A100, H100), else fp16 with a GradScaler (T4, V100); off: fp32",
             choices=AMP_MODES, parse=_amp),
@@ -234,7 +234,9 @@ def check_same_recipe(run_dir: Path, cfg: dict) -> None:
 def check_same_data(run_dir: Path, data_id: dict) -> None:
     """Refuse to resume a run on another data set (data_dir may move; the data may not change)."""
     saved = read_run_config(run_dir).get("data")
-    if saved is not None and saved != data_id:
+    # Keys both records hold: a run recorded before the content hash (its landmarks_csv key was a
+    # hash of the file's ends) is still compared on the image count and the demo-set flag.
+    if saved is not None and any(saved[k] != data_id[k] for k in saved.keys() & data_id.keys()):
         raise ValueError(f"{run_dir} was trained on other data ({saved} there vs {data_id} now); "
                          f"point data_dir at the data it was trained on, or use a new run dir")
 

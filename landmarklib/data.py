@@ -8,6 +8,7 @@ the file at the right place; the CLI prints it and exits 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -15,18 +16,19 @@ import shutil
 import sys
 import tempfile
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_path
 from .errors import DataError, cli
 from .layout import N_POINTS
 from .progress import bar
+from .workers import process_pool
 
 N_QUERY = 30
 LANDMARK_COLUMNS = ["file_name"] + [f"Point_{i}_{c}" for i in range(N_POINTS) for c in "XY"]
@@ -37,6 +39,9 @@ CHUNK_ROWS = 5_000   # rows parsed at a time: the parser holds ~0.1 GB of text a
 PARSE_BAR_ROWS = 20_000   # a parse this long (about 4 s) shows a progress bar: the contest's takes a minute
 MIN_SIDE = 16        # px: an image smaller than this on a side cannot hold a face
 FAR_OUTSIDE = 10     # image sizes past an edge: no annotation of this image at all
+MOSTLY_OUTSIDE = 0.5  # a row with more than this share of its points outside its image labels another image
+EXIF_ORIENTATION = 0x0112   # the EXIF tag cv2.imread (the organizers' loader) applies, and so do we
+EIGHT_BIT_MODES = {"1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "PA", "La", "RGBa"}
 
 
 def _where(path: Path | str, line: int | None = None) -> str:
@@ -307,38 +312,71 @@ def check_images_exist(split: Split) -> None:
                         f"{split.image_dir} ({len(missing)} listed image(s) missing in all)")
 
 
-def _image_size(path: str) -> tuple[int, int] | str:
-    """(width, height) from the header, or what is wrong. A JPEG must end with its end-of-image
-    marker: a truncated file (a broken download or unzip) is caught here without decoding it."""
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1..8; 1 = as stored) of an open image, read from its header."""
+    try:
+        value = int(im.getexif().get(EXIF_ORIENTATION, 1))
+    except (ValueError, TypeError, OSError, SyntaxError):   # a damaged EXIF block: the pixels as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def open_image(path: Path | str) -> Image.Image:
+    """An image as the labels see it: turned upright by its EXIF orientation, as cv2.imread (the
+    organizers' loader) does. Only the rare oriented image is decoded here; the others stay lazy
+    (the cache's JPEG draft still applies). An image of more than 8 bits per channel (a 16-bit PNG)
+    is a DataError: converting it to 8-bit RGB would clip it to white."""
+    im = Image.open(path)
+    if im.mode not in EIGHT_BIT_MODES:
+        im.close()
+        raise DataError(f"{path}: a {im.mode} image (more than 8 bits per channel or not a photo); "
+                        f"the contest's images are 8-bit JPEGs")
+    if exif_orientation(im) != 1:
+        with im:
+            return ImageOps.exif_transpose(im)
+    return im
+
+
+def _image_size(path: str) -> tuple[int, int, int] | str:
+    """(width, height as displayed, EXIF orientation) from the header, or what is wrong. A JPEG must end
+    with its end-of-image marker: a truncated file (a broken download or unzip) is caught here without
+    decoding it."""
     try:
         with Image.open(path) as im:
             if im.format != "JPEG":
-                return f"not a JPEG ({im.format})"
-            size = im.size
+                return f"not a JPEG ({im.format}, {im.mode})"
+            if im.mode not in EIGHT_BIT_MODES:
+                return f"a {im.mode} JPEG; the contest's images are 8-bit"
+            orientation = exif_orientation(im)
+            w, h = im.size
         with open(path, "rb") as f:
             f.seek(max(0, os.path.getsize(path) - 1024))
             if b"\xff\xd9" not in f.read():
                 return "truncated JPEG (no end-of-image marker)"
-        return size
+        return (h, w, orientation) if orientation >= 5 else (w, h, orientation)   # 5..8 turn it a quarter
     except Image.DecompressionBombError as e:
         return f"image too large to decode safely: {e}"
     except (UnidentifiedImageError, OSError) as e:
         return f"unreadable image: {e}"
 
 
-def image_sizes(paths: list[str], workers: int | None = None, desc: str = "image headers") -> np.ndarray:
-    """(N, 2) width, height from the image headers, over a process pool. Bad files raise DataError."""
+def image_sizes(paths: list[str], workers: int | None = None, desc: str = "image headers",
+                orientations: bool = False) -> np.ndarray:
+    """(N, 2) width, height as displayed (EXIF orientation applied) from the image headers, over a
+    process pool; with orientations=True, (N, 3) with each image's EXIF orientation. Bad files raise
+    DataError."""
     workers = workers or os.cpu_count() or 1
     chunk = max(1, min(256, len(paths) // (workers * 4) or 1))
     if workers > 1 and len(paths) > 200:
-        with ProcessPoolExecutor(workers) as ex:
+        with process_pool(workers) as ex:
             results = list(bar(ex.map(_image_size, paths, chunksize=chunk), total=len(paths), desc=desc))
     else:
         results = [_image_size(p) for p in bar(paths, desc=desc, disable=len(paths) < 200)]
     for p, r in zip(paths, results):
         if isinstance(r, str):
             raise DataError(f"{p}: {r}")
-    return np.array(results, dtype=np.int64).reshape(-1, 2)
+    out = np.array(results, dtype=np.int64).reshape(-1, 3)
+    return out if orientations else out[:, :2]
 
 
 def _absurd(lm: np.ndarray, size: np.ndarray) -> np.ndarray:
@@ -346,8 +384,10 @@ def _absurd(lm: np.ndarray, size: np.ndarray) -> np.ndarray:
     return ((lm < -FAR_OUTSIDE * size) | (lm > (FAR_OUTSIDE + 1) * size)).any(-1)
 
 
-def _label_ranges(split: Split, sizes: np.ndarray, chunk: int = CHUNK_ROWS) -> dict:
-    """check()'s label statistics, CHUNK_ROWS rows at a time (no full-size boolean temporaries)."""
+def label_ranges(split: Split, sizes: np.ndarray, chunk: int = CHUNK_ROWS) -> dict:
+    """check()'s label statistics, CHUNK_ROWS rows at a time (no full-size boolean temporaries). Labels
+    that cannot belong to their image (far outside it, or mostly outside it) are a DataError on their line.
+    The cache build runs this too, with the sizes it decoded: a run that skipped the check is covered."""
     lm_all = split.landmarks
     r = {"x_range": [np.inf, -np.inf], "y_range": [np.inf, -np.inf], "points_outside_image": 0,
          "images_with_points_outside": 0, "rows_with_negative_coordinates": 0, "rows_beyond_an_image_size": 0}
@@ -369,6 +409,15 @@ def _label_ranges(split: Split, sizes: np.ndarray, chunk: int = CHUNK_ROWS) -> d
                             f"than {FAR_OUTSIDE} image sizes outside its {w}x{h} image {str(split.names[i + j])!r} "
                             f"({n_bad} such row(s))")
         outside = ((lm < -0.5) | (lm > size - 0.5)).any(-1)
+        mostly = np.flatnonzero(outside.mean(1) > MOSTLY_OUTSIDE)
+        if len(mostly):   # a face crop holds most of its face: these labels are another image's (or a resized copy's)
+            j = mostly[0]
+            w, h = sizes[i + j]
+            n_bad = sum(int((((lm_all[k:k + chunk] < -0.5) | (lm_all[k:k + chunk] > sizes[k:k + chunk, None, :] - 0.5))
+                             .any(-1).mean(1) > MOSTLY_OUTSIDE).sum()) for k in range(i, len(lm_all), chunk))
+            raise DataError(f"{_where(split.csv, i + j + 2)}: {int(outside[j].sum())} of {N_POINTS} points lie outside "
+                            f"the {w}x{h} image {str(split.names[i + j])!r}: the image is not the one these labels were "
+                            f"made on (resized or replaced?); restore the image or remove the row ({n_bad} such row(s))")
         for key, axis in (("x_range", 0), ("y_range", 1)):
             r[key] = [min(r[key][0], float(lm[..., axis].min())), max(r[key][1], float(lm[..., axis].max()))]
         r["points_outside_image"] += int(outside.sum())
@@ -390,7 +439,8 @@ def check(data_dir: Path | str, workers: int | None = None, splits: tuple[Split,
     check_images_exist(test)
     for split in (train, test):
         sizes = image_sizes([str(split.image_path(i)) for i in range(len(split.names))], workers,
-                            desc=f"{split.name} headers")
+                            desc=f"{split.name} headers", orientations=True)
+        oriented, sizes = int((sizes[:, 2] != 1).sum()), sizes[:, :2]
         small = np.flatnonzero(sizes.min(1) < MIN_SIDE)
         if len(small):
             i = small[0]
@@ -398,9 +448,9 @@ def check(data_dir: Path | str, workers: int | None = None, splits: tuple[Split,
                             f"too small to hold a face (at least {MIN_SIDE} px a side; {len(small)} such image(s))")
         r = {"images": len(split.names),
              "width": [int(sizes[:, 0].min()), int(sizes[:, 0].max())],
-             "height": [int(sizes[:, 1].min()), int(sizes[:, 1].max())]}
+             "height": [int(sizes[:, 1].min()), int(sizes[:, 1].max())], "exif_oriented": oriented}
         if split.landmarks is not None:
-            r |= _label_ranges(split, sizes)
+            r |= label_ranges(split, sizes)
         report[split.name] = r
     report["test"]["ground_truth"] = test.landmarks is not None
     return report
@@ -412,6 +462,9 @@ def format_report(report: dict) -> str:
         r = report[split]
         lines.append(f"{split}: {r['images']} images, width {r['width'][0]}..{r['width'][1]} px, "
                      f"height {r['height'][0]}..{r['height'][1]} px")
+        if r.get("exif_oriented"):
+            lines.append(f"  {r['exif_oriented']} images carry an EXIF orientation: they are read turned upright, as "
+                         f"the organizers' cv2.imread reads them, and their labels taken to be on the upright image")
         if "x_range" in r:
             lines.append(f"  landmarks x {r['x_range'][0]:.0f}..{r['x_range'][1]:.0f}, "
                          f"y {r['y_range'][0]:.0f}..{r['y_range'][1]:.0f}; {r['points_outside_image']} points "
@@ -431,46 +484,70 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
     """Unpack the contest zip into data_dir (train/, test/), once.
 
     The zip is first copied whole to local scratch (reading many small files from Google
-    Drive is very slow, one large file is fast), then unpacked and the copy removed. A marker
-    file written last says the unpack finished: an interrupted one is resumed (files already
-    there with the right size are kept). Members that would land outside data_dir (absolute
-    paths, '..') are refused. The 2020 archive shipped test_points.csv separately: pass it,
-    or leave it next to the zip, and it is put into data_dir/test/.
+    Drive is very slow, one large file is fast), then unpacked and the copy removed, whether the
+    unpack succeeded or not (on Colab it is 13.5 GB of the local disk). A marker file written last,
+    after test_points.csv is in place, says the unpack finished: an interrupted one is resumed (files
+    already there with the right size are kept). Members that would land outside data_dir (absolute
+    paths, '..') are refused, and so is a zip holding two data sets. A data_dir holding the synthetic
+    demo set has it replaced (said in one line): the two are never mixed. The 2020 archive shipped
+    test_points.csv separately: pass it, or leave it next to the zip, and it is put into data_dir/test/.
     """
     zip_path, data_dir = Path(zip_path), Path(data_dir)
     if not zip_path.is_file():
         raise DataError(f"{zip_path}: contest zip not found")
-    if not (data_dir / UNPACKED_MARKER).is_file():
-        local = Path(scratch or tempfile.gettempdir()) / zip_path.name
-        if not local.is_file() or local.stat().st_size != zip_path.stat().st_size:
-            local.parent.mkdir(parents=True, exist_ok=True)
-            check_free_space(local.parent, zip_path.stat().st_size, f"copying {zip_path.name}")
-            with atomic_path(local) as tmp:
-                shutil.copyfile(zip_path, tmp)
+    if (data_dir / UNPACKED_MARKER).is_file():
+        return data_dir
+    dest = data_dir / "test" / "test_points.csv"
+    source = Path(test_points) if test_points else zip_path.parent / "test_points.csv"
+    if is_synthetic(data_dir):
+        print(f"{data_dir}: replacing the synthetic demo set there with the contest data from {zip_path.name}")
+        for part in ("train", "test", "SYNTHETIC.json"):
+            shutil.rmtree(data_dir / part) if (data_dir / part).is_dir() else (data_dir / part).unlink(missing_ok=True)
+    local = Path(scratch or tempfile.gettempdir()) / zip_path.name
+    is_copy = local.resolve() != zip_path.resolve()
+    try:
+        if is_copy:
+            _copy_to_scratch(zip_path, local)
         try:
             with zipfile.ZipFile(local) as zf:
                 _extract(zf, zip_path, data_dir)
-        except (zipfile.BadZipFile, EOFError) as e:
+        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
             raise DataError(f"{zip_path}: not a readable zip file ({e}); download it again") from None
-        if local.resolve() != zip_path.resolve():
-            local.unlink()
-    dest = data_dir / "test" / "test_points.csv"
+    finally:
+        if is_copy:
+            local.unlink(missing_ok=True)
     if not dest.is_file():
-        source = Path(test_points) if test_points else zip_path.parent / "test_points.csv"
         if not source.is_file():
             raise DataError(f"{dest}: missing, and no test_points.csv given or found next to {zip_path}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp:
             shutil.copyfile(source, tmp)
+    (data_dir / UNPACKED_MARKER).write_text(f"{zip_path.name}\n")   # last: the unpack is whole from here on
     return data_dir
+
+
+def _copy_to_scratch(zip_path: Path, local: Path) -> None:
+    """The zip copied whole to local disk, with its mtime: a copy is trusted only while both the size
+    and the mtime match (a re-downloaded zip of the same size is copied again)."""
+    st = zip_path.stat()
+    if local.is_file() and (local.stat().st_size, local.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+        return
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.unlink(missing_ok=True)
+    check_free_space(local.parent, st.st_size, f"copying {zip_path.name}")
+    with atomic_path(local) as tmp:
+        shutil.copy2(zip_path, tmp)
 
 
 def _extract(zf, zip_path: Path, data_dir: Path) -> None:
     names = zf.namelist()
-    csv = next((n for n in names if n.endswith("train/landmarks.csv")), None)
-    if csv is None:
+    csvs = [n for n in names if n == "train/landmarks.csv" or n.endswith("/train/landmarks.csv")]
+    if not csvs:
         raise DataError(f"{zip_path}: no train/landmarks.csv inside the zip")
-    prefix = csv[: -len("train/landmarks.csv")]
+    if len(csvs) > 1:
+        raise DataError(f"{zip_path}: holds {len(csvs)} data sets ({', '.join(csvs[:3])}); unpack the one you "
+                        f"mean by hand, or make a zip holding one")
+    prefix = csvs[0][: -len("train/landmarks.csv")]
     members = [i for i in zf.infolist() if i.filename.startswith(prefix) and not i.is_dir()]
     root = data_dir.resolve()
     for info in members:   # every target checked before anything is written
@@ -486,7 +563,6 @@ def _extract(zf, zip_path: Path, data_dir: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         with zf.open(info) as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
-    (data_dir / UNPACKED_MARKER).write_text(f"{zip_path.name}\n")
 
 
 def _unpacked(target: Path, size: int) -> bool:
@@ -524,20 +600,34 @@ def is_synthetic(data_dir: Path | str) -> bool:
     return (Path(data_dir) / "SYNTHETIC.json").is_file()
 
 
+_digests: dict = {}   # (path, device, inode, size, mtime, ctime) -> digest: one hash per file per process
+
+
+def file_digest(path: Path | str) -> str:
+    """The SHA-256 of a file's whole content (about 1.3 GB/s here; the 2020 landmarks.csv, 3 GB, in a
+    few seconds): an edit that keeps the length and the mtime changes it. Remembered for this process
+    while the file's stat (ctime included, which no tool can set back) is unchanged."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _digests:
+        h = hashlib.sha256()
+        with open(path, "rb") as f, bar(total=st.st_size, desc=f"hash {Path(path).name}", unit="B", unit_scale=True,
+                                        disable=st.st_size < 1 << 30) as b:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+                b.update(len(block))
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
 def fingerprint(data_dir: Path | str) -> dict:
-    """A cheap identity of a data set that survives re-unpacking (no mtimes): the size and the first
-    and last 64 KiB of train/landmarks.csv, and the number of training images."""
-    import hashlib
+    """The identity of a data set, by content (so it survives re-unpacking and moving, and no edit
+    escapes it): the SHA-256 of train/landmarks.csv, the number of training images, and whether it
+    is the demo set."""
     csv = Path(data_dir) / "train" / "landmarks.csv"
     if not csv.is_file():
         raise DataError(f"{csv}: not found (data_dir {data_dir} holds no contest layout)")
-    h = hashlib.sha1()
-    size = csv.stat().st_size
-    with open(csv, "rb") as f:
-        h.update(f.read(1 << 16))
-        f.seek(max(0, size - (1 << 16)))
-        h.update(f.read())
-    return {"landmarks_csv": f"{size}:{h.hexdigest()[:16]}",
+    return {"landmarks_csv_sha256": file_digest(csv)[:32],
             "train_images": len(os.listdir(Path(data_dir) / "train" / "images")),
             "synthetic": is_synthetic(data_dir)}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -22,14 +23,22 @@ def os_error(err: OSError, path: Path | str | None = None) -> DataError:
     return DataError(f"{where}: {err.strerror or err}")
 
 
+TRACEBACK = "LANDMARKLIB_TRACEBACK"   # =1: a CLI's errors end in their traceback, not one line
+
+
 def cli(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """Wrap a CLI's main: DataError, ValueError (a bad setting) and OSError become one line and exit 2."""
+    """Wrap a CLI's main: DataError, ValueError (a bad setting) and OSError become one line and exit 2.
+    A ValueError may also be a bug's: its line says how to see the traceback (LANDMARKLIB_TRACEBACK=1)."""
     @functools.wraps(main)
     def run(argv: list[str] | None = None) -> int:
+        if os.environ.get(TRACEBACK, "") not in ("", "0"):
+            return main(argv)
         try:
             return main(argv)
-        except (DataError, ValueError) as e:
+        except DataError as e:
             message = str(e)
+        except ValueError as e:
+            message = f"{e} ({TRACEBACK}=1 shows where it came from)"
         except OSError as e:
             message = str(os_error(e))
         print(f"error: {message}", file=sys.stderr)

@@ -19,6 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
+from .errors import DataError
 from .layout import N_POINTS
 
 ARCHS: dict[str, str] = {
@@ -149,12 +150,6 @@ def create_model(arch: str, pretrained: bool = False, weights_path: str | Path |
     check_arch(arch)
     is_timm = arch.startswith(TIMM_PREFIX)
     backbone, weights = (_timm_backbone if is_timm else _torchvision_backbone)(arch, pretrained)
-    if weights_path is not None:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
-        print(f"loaded {weights_path}: {len(missing)} missing, {len(unexpected)} unexpected keys")
-        digest = hashlib.sha1(Path(weights_path).read_bytes()).hexdigest()[:12]
-        weights = f"file:{Path(weights_path).name} sha1:{digest}"
     bias = (torch.as_tensor(np.asarray(mean_shape, dtype=np.float32)).reshape(-1) if mean_shape is not None
             else torch.zeros(2 * N_POINTS))
     if is_timm:
@@ -166,5 +161,80 @@ def create_model(arch: str, pretrained: bool = False, weights_path: str | Path |
     nn.init.zeros_(head.weight)
     with torch.no_grad():
         head.bias.copy_(bias)
+    if weights_path is not None:
+        weights = load_weights(backbone, head, weights_path, arch)
     cfg = getattr(backbone, "pretrained_cfg", {}) if is_timm else {}
     return LandmarkRegressor(backbone, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD), weights)
+
+
+# Where the usual checkpoints keep their weights: timm's train script and many others under
+# state_dict, ours and torchvision's reference scripts under model; a bare state dict (torchvision's
+# and timm's released weights) is one itself.
+STATE_KEYS = ("state_dict", "model", "model_state_dict")
+# Prefixes the weights' names may carry: DistributedDataParallel's, torch.compile's, our LandmarkRegressor's.
+STATE_PREFIXES = ("module.", "_orig_mod.", "backbone.")
+MIN_LOADED = 0.9   # share of the backbone's weights (by element) a weights file must supply
+
+
+def load_torch_file(path: Path | str, what: str) -> object:
+    """torch.load with weights_only=True; a file that is not one (text, truncated, corrupt) is a
+    DataError naming it. The weights-only unpickler fails on foreign bytes in many ways (KeyError,
+    IndexError, UnpicklingError, ...): any failure to read is the file's fault."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # noqa: BLE001 (see above)
+        detail = str(e).splitlines()[0][:100] if str(e) else ""
+        raise DataError(f"{path}: not a readable {what}, truncated or corrupt ({type(e).__name__}: {detail})") from None
+
+
+def read_weights(path: Path | str) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file (see STATE_KEYS, STATE_PREFIXES), read with weights_only=True.
+    A file that is not one is a DataError saying what it holds."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: weights file not found (--weights-path)")
+    obj = load_torch_file(path, "PyTorch weights file (a state dict, or a checkpoint saved with torch.save)")
+    while isinstance(obj, dict) and not _is_state(obj) and (key := next((k for k in STATE_KEYS if k in obj), None)):
+        obj = obj[key]
+    if not isinstance(obj, dict) or not _is_state(obj):
+        shown = sorted(map(str, obj))[:6] if isinstance(obj, dict) else type(obj).__name__
+        raise DataError(f"{path}: holds no state dict (found {shown}); --weights-path takes a state dict, or a "
+                        f"checkpoint keeping one under {', '.join(STATE_KEYS)}")
+    state = {}
+    for name, tensor in obj.items():
+        while name.startswith(STATE_PREFIXES):
+            name = name.split(".", 1)[1]
+        state[name] = tensor
+    return state
+
+
+def _is_state(obj: dict) -> bool:
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def load_weights(backbone: nn.Module, head: nn.Linear, path: Path | str, arch: str) -> str:
+    """Load what matches (same name, same shape) from a weights file into `backbone`; the head too
+    when its shape matches (our own checkpoints), else it keeps its mean-shape start. Refused, saying
+    how much matched, when the file supplies less than MIN_LOADED of the backbone's weights (another
+    arch, another library's names). Returns the record for config.json: file, digest, share loaded."""
+    state = read_weights(path)
+    own = backbone.state_dict()
+    head_prefix = next(n for n, m in backbone.named_modules() if m is head)
+    head_names = {f"{head_prefix}.weight", f"{head_prefix}.bias"}
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    body = [k for k in own if k not in head_names and own[k].is_floating_point()]
+    total = sum(own[k].numel() for k in body)
+    share = sum(own[k].numel() for k in body if k in matched) / max(1, total)
+    if share < MIN_LOADED:
+        missing = next(k for k in body if k not in matched)
+        why = (f"{tuple(state[missing].shape)} in the file, {tuple(own[missing].shape)} in {arch}" if missing in state
+               else "not in the file")
+        raise DataError(f"{path}: supplies {share:.0%} of {arch}'s backbone weights ({sum(k in matched for k in body)} "
+                        f"of {len(body)} tensors; first missing {missing!r}: {why}); are these weights for another "
+                        f"arch? At least {MIN_LOADED:.0%} must match")
+    backbone.load_state_dict(own | matched)
+    head_loaded = all(n in matched for n in head_names)
+    print(f"loaded {path}: {share:.1%} of {arch}'s backbone{', and the head' if head_loaded else ''} "
+          f"({len(matched)} of {len(state)} tensors in the file used)")
+    digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+    return f"file:{Path(path).name} sha1:{digest} backbone {share:.0%}{' head' if head_loaded else ''}"

@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
-from PIL import Image
 
+from .data import open_image
 from .layout import PART_COLOURS, PARTS, part_of_points
 from .metric import point_error
 
@@ -38,7 +38,8 @@ def landmark_grid(image_paths: list, points: list, truths: list | None = None, t
         if i >= n:
             ax.set_axis_off()
             continue
-        img = Image.open(image_paths[i]).convert("RGB")
+        with open_image(image_paths[i]) as im:   # upright, as the labels see it
+            img = im.convert("RGB")
         draw_landmarks(ax, img, points[i], truths[i] if truths else None, titles[i] if titles else "")
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=p) for p, c in PART_COLOURS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)

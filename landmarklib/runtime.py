@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 
 import torch
@@ -11,18 +12,28 @@ import torchvision
 from .colab import on_colab
 
 
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def device_name(value) -> str:
+    """`value` when it names a device to train on (DEVICE_NAMES); else a ValueError. Spelling only:
+    whether this machine has it is resolve_device's question (a run may resume on another machine)."""
+    name = str(value).strip().lower()
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise ValueError(f"device: {value!r} is not a device to train on; it takes {DEVICE_NAMES}")
+    return name
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA, then Apple's MPS, then the CPU; any other name is taken as given."""
+    name = device_name(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device: {name!r} is not a device (auto, cpu, cuda, cuda:N or mps)") from None
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {name!r} asked for, but this machine has no usable CUDA GPU "
                          f"(use device auto or cpu; in Colab switch the runtime to a GPU)")

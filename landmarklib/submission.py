@@ -16,6 +16,9 @@ from .data import N_QUERY, read_test_points
 from .errors import DataError, cli
 from .metric import select_points
 
+# No pixel coordinate is this far out (the 2020 images are at most ~1,300 px a side): past it a value
+# is a unit or export error, and its square would overflow the score.
+MAX_COORD = 100_000
 SUBMISSION_COLUMNS = ["file_name"] + [f"Point_M{i}_{c}" for i in range(N_QUERY) for c in "XY"]
 
 
@@ -58,6 +61,10 @@ def read_submission(path: Path | str, test_points: Path | str) -> tuple[np.ndarr
         raise DataError(f"{path}: {e}") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text (is this the submission file?)") from None
+    blank = np.flatnonzero(df.isna().all(axis=1).to_numpy())
+    if len(blank):
+        raise DataError(f"{path}:{blank[0] + 2}: blank line (every line after the header is one test image's "
+                        f"row; {len(blank)} blank line(s) in all)")
     if len(df) != len(names):
         raise DataError(f"{path}: {len(df)} rows, expected {len(names)} (one per line of {test_points})")
     got = df["file_name"].to_numpy(dtype=str)
@@ -76,6 +83,11 @@ def read_submission(path: Path | str, test_points: Path | str) -> tuple[np.ndarr
         r, c = np.argwhere(bad)[0]
         raise DataError(f"{path}:{r + 2}: column {SUBMISSION_COLUMNS[c + 1]!r} is {df.iat[r, c + 1]!r}, "
                         f"not a finite number")
+    absurd = np.abs(values) > MAX_COORD
+    if absurd.any():
+        r, c = np.argwhere(absurd)[0]
+        raise DataError(f"{path}:{r + 2}: column {SUBMISSION_COLUMNS[c + 1]!r} is {values[r, c]:g}, not a pixel "
+                        f"coordinate (beyond ±{MAX_COORD:g} px; {int(absurd.sum())} such value(s))")
     return names, values.reshape(len(names), N_QUERY, 2)
 
 

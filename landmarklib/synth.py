@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from .data import LANDMARK_COLUMNS, N_QUERY, split_indices
 from .errors import DataError, cli
 from .layout import GROUPS, N_POINTS, face_template, flip_points
 from .progress import bar
+from .workers import process_pool
 
 SUPERSAMPLE = 2
 CORRUPTIONS = ("shifted", "swapped", "scrambled", "mirrored", "shrunk")
@@ -189,7 +189,7 @@ def make_dataset(out_dir: Path | str, n_train: int = 1000, n_test: int = 200, se
         image_dir.mkdir(parents=True, exist_ok=True)
         jobs = [(seed, split, i, str(image_dir)) for i in range(n)]
         if workers > 1 and n > 50:
-            with ProcessPoolExecutor(workers) as ex:
+            with process_pool(workers) as ex:
                 res = list(bar(ex.map(_make_one, jobs, chunksize=16), total=n, desc=f"synth {split}"))
         else:
             res = [_make_one(j) for j in bar(jobs, desc=f"synth {split}", disable=n < 200)]

@@ -34,7 +34,7 @@ from .errors import DataError, check_output, cli
 from .geometry import decode, encode, from_normalized
 from .losses import make_loss
 from .metric import mse_per_image, query_indices, select_points
-from .models import create_model
+from .models import create_model, read_weights
 from .predict import predict_batches, predict_normalized
 from .progress import bar, note
 from .runtime import (autocast_dtype, device_report, format_device_report, prepare_model, resolve_device,
@@ -259,8 +259,8 @@ def fit(overrides: dict | None = None, progress: bool = True) -> list[dict]:
     run_dir = Path(cfg["run_dir"])
     data_id = fingerprint(cfg["data_dir"])
     blocked = read_blocklist(cfg["blocklist"]) if cfg["blocklist"] else None
-    if cfg["weights_path"] and not Path(cfg["weights_path"]).is_file():
-        raise DataError(f"{cfg['weights_path']}: weights file not found (--weights-path)")
+    if cfg["weights_path"]:
+        read_weights(cfg["weights_path"])   # a state dict, or one clear error now (what matches: when the model is built)
     if rank == 0:
         check_output(run_dir, "folder")
     with run_lock(run_dir) if rank == 0 else contextlib.nullcontext():
@@ -329,14 +329,32 @@ def _fit(cfg: dict, ckpt: dict | None, data_id: dict, blocked: set | None, progr
         if len(train_idx) < cfg["batch_size"]:
             raise ValueError(f"{len(train_idx)} training images is fewer than one batch of {cfg['batch_size']}")
         if rank == 0:
-            starts = json.loads((run_dir / "device.json").read_text()) if (run_dir / "device.json").is_file() else []
-            write_json(run_dir / "device.json", starts + [report | {"epoch": ckpt["epoch"] if ckpt else 0}])
+            write_json(run_dir / "device.json", _device_log(run_dir / "device.json")
+                       + [report | {"epoch": ckpt["epoch"] if ckpt else 0}])
         _, history = train_model(cfg, cache, train_idx, val_idx, device=device, run_dir=run_dir, resume=ckpt,
                                  record={"data": data_id}, rank=rank, world=world, progress=progress)
         return history
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _device_log(path: Path) -> list:
+    """device.json's list of starts (where each start of this run executed). It is a log, not an input: an
+    unreadable one (empty, half synced from Drive, not a list) is kept aside as device.json.unreadable and
+    the list starts again, in one line, rather than blocking the run."""
+    if not path.is_file():
+        return []
+    try:
+        starts = json.loads(path.read_text())
+        if isinstance(starts, list) and all(isinstance(s, dict) for s in starts):
+            return starts
+        problem = f"holds a {type(starts).__name__}, not a list of starts"
+    except (ValueError, UnicodeDecodeError) as e:
+        problem = f"unreadable ({e})"
+    os.replace(path, path.with_name(path.name + ".unreadable"))
+    print(f"{path}: {problem}; kept as {path.name}.unreadable, starting the list again")
+    return []
 
 
 def get_args_parser() -> argparse.ArgumentParser:
