@@ -28,8 +28,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_path, write_json
-from .data import (SPLIT_CSV, Split, check, check_images_exist, file_digest, is_synthetic, label_ranges, load_split,
-                   open_image)
+from .data import (SPLIT_CSV, Split, check, check_images_exist, file_digest, is_int16, is_synthetic, label_ranges,
+                   load_split, open_image)
 from .errors import DataError, os_error
 from .geometry import encode, fit_affine, warp_image
 from .layout import N_POINTS
@@ -253,16 +253,19 @@ def check_and_build(data_dir: Path | str, root: Path | str, crop_size: int = 128
 
 
 def compact_labels(landmarks: np.ndarray, chunk: int = 20_000) -> np.ndarray:
-    """int16 when every label is a whole number that fits (the contest's are: -22 .. 1308), half the
-    memory of float32 and exact; float32 otherwise. Checked a chunk at a time: no full-size temporaries."""
+    """int16 when every label is a whole number that fits (data.is_int16), half the memory of float32
+    and exact; float32 otherwise. Labels read_landmarks parsed to int16 already are returned as they are;
+    others are checked a chunk at a time: no full-size temporaries."""
     lm = np.asarray(landmarks)
+    if lm.dtype == np.int16 or not lm.size:
+        return lm if lm.size else lm.astype(np.float32)
     out = np.empty(lm.shape, np.int16)
     for i in range(0, len(lm), chunk):
         part = lm[i:i + chunk]
-        if not (np.all(np.abs(part) < 32000) and np.array_equal(part, np.round(part))):
+        if not is_int16(part):
             return lm.astype(np.float32)
         out[i:i + chunk] = part
-    return out if lm.size else lm.astype(np.float32)
+    return out
 
 
 def _save(path: Path, arr: np.ndarray) -> None:

@@ -17,7 +17,7 @@ def _rewrite(path, lines):
 
 def test_reads_the_synthetic_set(synth_dir):
     names, lm = read_landmarks(synth_dir / "train" / "landmarks.csv")
-    assert lm.shape == (60, 971, 2) and lm.dtype == np.float32 and len(names) == 60
+    assert lm.shape == (60, 971, 2) and lm.dtype == np.int16 and len(names) == 60   # whole numbers: exact as int16
     first = _lines(synth_dir / "train" / "landmarks.csv")[1].split("\t")
     assert names[0] == first[0] and lm[0, 0, 0] == float(first[1]) and lm[0, 970, 1] == float(first[-1])
     tnames, idx = read_test_points(synth_dir / "test" / "test_points.csv")

@@ -76,3 +76,55 @@ def test_eda_shape_stage_grows_by_its_scores_only():
     shapes = base[rng.integers(0, 200, 4000)] + rng.normal(0, 0.5, (4000, 971, 2)).astype(np.float32)
     per_shape = (_shape_stage_peak(shapes) - _shape_stage_peak(shapes[:1000])) / 3000
     assert per_shape < 500, per_shape
+
+
+def _write_csv(path, n, rng, last=None):
+    from landmarklib.data import LANDMARK_COLUMNS
+    block = rng.integers(-22, 1308, (100, 1942))
+    with open(path, "w") as f:
+        f.write("\t".join(LANDMARK_COLUMNS) + "\n")
+        for i in range(n):
+            values = block[i % 100].tolist() if last is None or i < n - 1 else [last] * 1942
+            f.write(f"{i:032x}.jpg\t" + "\t".join(map(str, values)) + "\n")
+    return path
+
+
+def _parse_peak(path) -> int:
+    from landmarklib.data import read_landmarks
+    tracemalloc.start()
+    try:
+        read_landmarks(path)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_parsing_landmarks_csv_costs_int16_per_row(monkeypatch):
+    """The parse keeps int16 labels (3,884 bytes a row) and a name; float32 would be 7,768. Slope
+    between 1,000 and 4,000 rows, parsed 500 rows at a time so that the parser's chunk (about 25 kB a
+    row of it) cancels (issue 22: the cache and EDA stages peaked at 4.95 / 4.98 GiB at full size
+    with float32)."""
+    import tempfile
+    from pathlib import Path
+    from landmarklib import data
+    monkeypatch.setattr(data, "CHUNK_ROWS", 500)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as d:
+        small = _parse_peak(_write_csv(Path(d) / "small.csv", 1000, rng))
+        large = _parse_peak(_write_csv(Path(d) / "large.csv", 4000, rng))
+    per_row = (large - small) / 3000
+    assert per_row < 5000, per_row      # float32 labels: 7,768 bytes a row and more
+
+
+def test_labels_that_are_not_whole_numbers_fall_back_to_float32_exactly(tmp_path, capsys):
+    from landmarklib.data import read_landmarks
+    rng = np.random.default_rng(1)
+    _, lm = read_landmarks(_write_csv(tmp_path / "a.csv", 30, rng))
+    assert lm.dtype == np.int16
+    _, lm2 = read_landmarks(_write_csv(tmp_path / "b.csv", 30, np.random.default_rng(1), last=12.5))
+    assert lm2.dtype == np.float32 and (lm2[-1] == 12.5).all()
+    np.testing.assert_array_equal(lm2[:-1], lm[:-1])
+    assert "a.csv" not in capsys.readouterr().out
+    _, lm3 = read_landmarks(_write_csv(tmp_path / "c.csv", 30, np.random.default_rng(1), last=40000))
+    assert lm3.dtype == np.float32 and (lm3[-1] == 40000).all()
+    assert "c.csv:2: labels that are not whole numbers from here on" in capsys.readouterr().out
