@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .cache import BatchLoader, build_cache, cache_root
+from .cache import BatchLoader, Cache, build_cache, cache_root
 from .config import RECIPES, make_config
-from .data import SPLIT_CSV, fingerprint, image_sizes, load_split, read_landmark_lines
+from .data import SPLIT_CSV, Split, fingerprint, image_sizes, load_split, read_landmark_lines
 from .errors import DataError, check_output, cli
 from .layout import GROUPS
 from .predict import predict_normalized
@@ -186,8 +186,7 @@ def out_of_fold_disagreement(data_dir: Path | str, folds: int = EDA_FOLDS, epoch
     if folds < 2:
         raise ValueError(f"folds: out-of-fold predictions need at least 2 folds, got {folds}")
     dev = resolve_device(device)
-    cache = build_cache(data_dir, "train", cache_root(data_dir, cache_dir), crop_size, RECIPES["eda"]["resize_mode"],
-                        progress=progress)
+    cache = eda_cache(data_dir, crop_size, cache_dir, progress)
     targets = cache.targets()
     n = len(cache)
     fold_of = np.random.default_rng(seed).permutation(n) % folds
@@ -251,18 +250,30 @@ def disagreement(labels: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
             "label scale differs from the face": np.abs(np.log(np.maximum(centroid_size(labels), 1e-9) / size))}
 
 
+def eda_cache(data_dir: Path | str, crop_size: int = RECIPES["eda"]["crop_size"], cache_dir: Path | str | None = None,
+              progress: bool = True, src: Split | None = None) -> Cache:
+    """The out-of-fold models' cache (the EDA recipe's resize mode: the whole face in view)."""
+    return build_cache(data_dir, "train", cache_root(data_dir, cache_dir), crop_size, RECIPES["eda"]["resize_mode"],
+                       progress=progress, src=src)
+
+
 def score_annotations(data_dir: Path | str, use_model: bool = True, k: float = Z_DEFAULT, progress: bool = True,
                       **model_kwargs) -> pd.DataFrame:
     """Every training row with score (max robust z over stages), reason, its line in landmarks.csv and
-    flagged; worst first."""
+    flagged; worst first. landmarks.csv is parsed once: with the model stage, its cache is built (or
+    found) from this parse first, and the image sizes come from it instead of a pass over the headers."""
     split = load_split(data_dir, "train")
     csv, names = split.csv, split.names
-    sizes = image_sizes([str(split.image_path(i)) for i in range(len(names))], desc="image headers")
+    if use_model:
+        sizes = eda_cache(data_dir, model_kwargs.get("crop_size", RECIPES["eda"]["crop_size"]),
+                          model_kwargs.get("cache_dir"), progress, src=split).sizes
+    else:
+        sizes = image_sizes([str(split.image_path(i)) for i in range(len(names))], desc="image headers")
     z = {"points far outside the image": np.where(outside_fraction(split.landmarks, sizes) > 0.05, GEOMETRY_Z, 0.0),
          "implausible shape": robust_z(shape_scores(split.landmarks))}
     geometry = geometry_reasons(split.landmarks)
     z["group geometry"] = np.where(geometry != "", GEOMETRY_Z, 0.0)
-    del split   # the model stage reads its labels from the cache: the CSV's float32 labels (3 GB in 2020) go first
+    del split   # the model stage reads its labels from the cache: the CSV's labels (1.5 GB in 2020) go first
     if use_model:
         z |= {name: robust_z(v) for name, v in out_of_fold_disagreement(data_dir, progress=progress,
                                                                         **model_kwargs).items()}

@@ -123,6 +123,22 @@ def test_the_data_stage_parses_each_csv_once(synth_dir, tmp_path, monkeypatch):
     assert report["train"]["images"] == len(caches["train"]) == 60 and caches["test"].landmarks is not None
 
 
+def test_the_eda_stage_parses_landmarks_csv_once_on_a_fresh_runtime(synth_dir, tmp_path, monkeypatch):
+    """Each notebook runs on its own runtime: the EDA finds no cache there. Its one parse builds the
+    out-of-fold models' cache too, whose sizes replace a pass over the image headers."""
+    calls = []
+    real = data_mod.read_landmarks
+
+    def counting(path):
+        calls.append(Path(path).parent.name)
+        return real(path)
+    monkeypatch.setattr(data_mod, "read_landmarks", counting)
+    monkeypatch.setattr(eda_mod, "image_sizes", lambda *a, **k: pytest.fail("image headers read again"))
+    df = eda_mod.score_annotations(synth_dir, folds=2, epochs=1, crop_size=32, device="cpu", max_train_steps=1,
+                                   cache_dir=tmp_path / "fresh", progress=False)
+    assert calls == ["train"] and len(df) == 60
+
+
 def test_the_eda_folds_are_saved_and_a_rerun_takes_them_up(synth_dir, tmp_path, monkeypatch, capsys):
     kw = {"folds": 2, "epochs": 1, "crop_size": 32, "device": "cpu", "cache_dir": tmp_path / "cache",
           "max_train_steps": 1, "progress": False, "fold_dir": tmp_path / "drive" / "folds"}
