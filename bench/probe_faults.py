@@ -324,21 +324,26 @@ def _(d, t):
     return [PY, "-m", "landmarklib.data", "check", "--data-dir", d], expect_ok(r"1 images carry an EXIF orientation")
 
 
-@case("images", "an image replaced by a half-size copy: data check")
+@case("images", "an image replaced by a half-size copy: data check names it")
 def _(d, t):
     p = row_image(d, 9)
     im = Image.open(p)
     im.resize((im.width // 2, im.height // 2)).save(p, "JPEG")
     return [PY, "-m", "landmarklib.data", "check", "--data-dir", d], \
-        expect_error(r"landmarks.csv:11: \d+ of 971 points lie outside")
+        expect_ok(r"most of their points outside their image, first .*landmarks.csv:11: ")
 
 
-@case("images", "an image replaced by a half-size copy: training")
+@case("images", "an image replaced by a half-size copy: the EDA flags it for the blocklist")
 def _(d, t):
     p = row_image(d, 9)
     im = Image.open(p)
     im.resize((im.width // 2, im.height // 2)).save(p, "JPEG")
-    return train(d, t), expect_error(r"landmarks.csv:11: \d+ of 971 points lie outside")
+    out = t / "bad.csv"
+
+    def flagged(rc, stdout, err):
+        import pandas as pd
+        return rc == 0 and bool(pd.read_csv(out).set_index("file_name").loc[p.name, "flagged"])
+    return [PY, "-m", "landmarklib.eda", "--data-dir", d, "--out", out, "--no-model"], ("check", flagged)
 
 
 # --- 7. submissions -----------------------------------------------------------------------------------

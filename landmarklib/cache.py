@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import queue
 import shutil
@@ -358,26 +359,58 @@ def open_cache(path: Path | str) -> Cache:
         raise DataError(f"{path}: unreadable cache ({type(e).__name__}: {e}); build_cache rebuilds it") from None
 
 
+ORDERS = ("random", "blocks")   # how a shuffled epoch reads the cache (BatchLoader's order)
+BLOCK_BYTES = 4 << 20   # "blocks": a run of consecutive rows read at once (85 rows at 128 px)
+WINDOW_BLOCKS = 16      # "blocks": rows are shuffled within a window of this many random blocks (64 MiB at 128 px)
+
+
+def epoch_order(indices: np.ndarray, rng: np.random.Generator, order: str = "random",
+                row_bytes: int = 128 * 128 * 3 + 971 * 2 * 2) -> tuple[np.ndarray, np.ndarray | None]:
+    """One shuffled epoch of `indices`: (the order, the start position of each window or None).
+
+    random (the default): a permutation; from a cache larger than RAM (the 2020 train cache is 19.4 GB
+    at 128 px, a free Colab runtime has 12.7 GB) every row is a random read, which the loader asks
+    for a few batches ahead so that the disk serves many at once. blocks: the rows cut into runs of
+    consecutive rows (BLOCK_BYTES each), the runs shuffled, then taken WINDOW_BLOCKS at a time and the
+    rows of each window shuffled: the loader reads a window in long runs. Faster from a slow disk,
+    but the same neighbours meet in the same few batches every epoch, which cost accuracy on the demo
+    set (README; bench/bench_feed.py measures the feed of both)."""
+    if order == "random":
+        return indices[rng.permutation(len(indices))], None
+    if order != "blocks":
+        raise ValueError(f"batch_order: unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+    rows = np.sort(indices)
+    per_block = max(1, BLOCK_BYTES // max(1, row_bytes))
+    blocks = np.array_split(rows, range(per_block, len(rows), per_block))
+    shuffled = rng.permutation(len(blocks))
+    windows = [np.concatenate([blocks[b] for b in shuffled[w:w + WINDOW_BLOCKS]])
+               for w in range(0, len(blocks), WINDOW_BLOCKS)]
+    starts = np.cumsum([0] + [len(w) for w in windows[:-1]])
+    return np.concatenate([w[rng.permutation(len(w))] for w in windows]), starts
+
+
 class BatchLoader:
     """Batches straight from the cache: uint8 NHWC images and float32 targets, on `device`. Targets
     are encoded per batch on the device from the cache's compact labels (Cache.targets()).
 
     A background thread gathers the next batches (a memcpy out of the memmap, pinned on
     CUDA) while the GPU works on the current one; the host->device copy is non-blocking.
-    Under DistributedDataParallel every rank walks the same shuffled order and takes its
+    From a memmapped cache the kernel is asked to read the next batches' rows ahead (madvise), so a
+    cache larger than RAM is read many rows at a time (order="blocks": whole windows of long runs;
+    see epoch_order). Under DistributedDataParallel every rank walks the same shuffled order and takes its
     own slice of each global batch, so N ranks see exactly what one process would.
     """
 
     def __init__(self, images: np.ndarray, targets: Targets | None, indices: np.ndarray, batch_size: int,
                  shuffle: bool, seed: int = 0, device: str | torch.device = "cpu", drop_last: bool = False,
-                 rank: int = 0, world_size: int = 1, prefetch: int = 3):
+                 rank: int = 0, world_size: int = 1, prefetch: int = 3, order: str = "random"):
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} is not divisible by the {world_size} processes")
         self.images, self.targets = images, targets
         self.indices = np.asarray(indices)
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.device = torch.device(device)
-        self.rank, self.world_size, self.prefetch = rank, world_size, prefetch
+        self.rank, self.world_size, self.prefetch, self.order = rank, world_size, prefetch, order
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -387,13 +420,43 @@ class BatchLoader:
         n = len(self.indices)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def _read_ahead(self, rows: np.ndarray) -> None:
+        """Ask the kernel to read `rows` (sorted) of the memmapped images and labels now, run by run, in
+        the background (madvise WILLNEED): from a cache larger than RAM, the next batches' rows are read
+        many at a time instead of one page fault after another. Arrays in memory need nothing."""
+        runs = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)
+        for arr in (self.images, self.targets.landmarks if self.targets is not None else None):
+            mm = getattr(arr, "_mmap", None)   # np.load(..., mmap_mode=...)'s memory map
+            if mm is None or not hasattr(mm, "madvise") or not len(rows):
+                continue
+            row = arr[:1].nbytes
+            for run in runs:
+                start = arr.offset + int(run[0]) * row
+                aligned = start - start % mmap.PAGESIZE
+                mm.madvise(mmap.MADV_WILLNEED, aligned, start + len(run) * row - aligned)
+
     def _batches(self):
-        order = self.indices
+        order, starts = self.indices, None
         if self.shuffle:
-            order = order[np.random.default_rng([self.seed, self.epoch]).permutation(len(order))]
+            row_bytes = self.images[:1].nbytes + (self.targets.landmarks[:1].nbytes if self.targets is not None else 0)
+            order, starts = epoch_order(self.indices, np.random.default_rng([self.seed, self.epoch]), self.order,
+                                        row_bytes)
+        def positions(b: int) -> np.ndarray:
+            return np.arange(b * self.batch_size, min((b + 1) * self.batch_size, len(order)))[self.rank::self.world_size]
+
+        advised = -1   # the last batch (random order) or window (block order) asked for ahead
         for b in range(len(self)):
-            rows = order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world_size]
-            sorted_rows = np.sort(rows)  # memmap reads in file order
+            if starts is None:   # the next `prefetch` batches' rows: the kernel reads them in parallel
+                for a in range(max(advised + 1, b), min(b + 1 + self.prefetch, len(self))):
+                    self._read_ahead(np.sort(order[positions(a)]))
+                    advised = a
+            else:                # the current window and the next, whole
+                window = int(np.searchsorted(starts, positions(b)[-1], side="right")) - 1
+                for w in range(max(advised + 1, window), min(window + 2, len(starts))):
+                    end = starts[w + 1] if w + 1 < len(starts) else len(order)
+                    self._read_ahead(np.sort(order[starts[w]:end]))
+                    advised = w
+            sorted_rows = np.sort(order[positions(b)])  # memmap reads in file order
             imgs = torch.from_numpy(self.images[sorted_rows])
             tg = None
             if self.targets is not None:   # labels + affines; encoded on the device in __iter__

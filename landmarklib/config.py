@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from .augment import MODES as AUGMENTS
+from .cache import ORDERS as BATCH_ORDERS
 from .data import is_synthetic
 from .errors import DataError
 from .geometry import MODES as RESIZE_MODES
@@ -112,6 +113,10 @@ RUN: tuple[Setting, ...] = (
             "uncompiled and says so)"),
     Setting("workers", None, "cache build processes (default: all cores)", kind="int", bounds="[1, 1024]",
             resumable=True),
+    Setting("batch_order", "random", "how a shuffled epoch reads the cache. random: a permutation, its rows "
+            "read a few batches ahead; blocks: windows of 16 random runs of consecutive rows, shuffled within "
+            "(long reads, for a slow disk; the same neighbours share batches every epoch, which cost accuracy "
+            "on the demo set). A resume may change it", choices=BATCH_ORDERS, resumable=True),
     Setting("max_train_steps", None, "cap on optimizer steps per epoch (smoke runs)", kind="int",
             bounds="[1, 10000000]"),
 )

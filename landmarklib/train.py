@@ -184,7 +184,8 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
     log = RunLog(run_dir if writes else None)
     loss_fn = make_loss(cfg)
     train_loader = BatchLoader(cache.images, cache.targets(), train_idx, cfg["batch_size"], shuffle=True,
-                               seed=cfg["seed"], device=device, drop_last=True, rank=rank, world_size=world)
+                               seed=cfg["seed"], device=device, drop_last=True, rank=rank, world_size=world,
+                               order=cfg["batch_order"])
     if val_idx is not None:
         val_loader = BatchLoader(cache.images, cache.targets(), val_idx[rank::world], max(cfg["batch_size"], 64),
                                  shuffle=False, device=device)

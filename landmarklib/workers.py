@@ -10,10 +10,15 @@ from itself, single-threaded: bench/bench_data.py measures it side by side with 
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Iterator
+
+from .errors import DataError
 
 START_METHODS = ("forkserver", "fork", "spawn")
 _METHODS = multiprocessing.get_all_start_methods()
@@ -38,9 +43,19 @@ def start_method() -> str:
     return method if method in _METHODS else "spawn"
 
 
-def process_pool(workers: int, initializer=None, initargs: tuple = ()) -> ProcessPoolExecutor:
-    """A ProcessPoolExecutor of `workers` processes, started the safe way (start_method())."""
+@contextlib.contextmanager
+def process_pool(workers: int, initializer=None, initargs: tuple = ()) -> Iterator[ProcessPoolExecutor]:
+    """A ProcessPoolExecutor of `workers` processes, started the safe way (start_method()), for a with
+    block. A worker that dies (killed for memory; or, in a script of your own, one that re-ran the
+    script's top level) is a DataError saying which and what to do, not a bare BrokenProcessPool."""
     context = multiprocessing.get_context(start_method())
     if context.get_start_method() == "forkserver":
         context.set_forkserver_preload(PRELOAD)
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs) as ex:
+            yield ex
+    except BrokenProcessPool:
+        raise DataError(f"a worker process died: killed for lack of memory (use fewer workers), or, when "
+                        f"landmarklib is called from a script of your own, the script's top level ran again in the "
+                        f"worker ({context.get_start_method()} workers import the script: put its code under "
+                        f"`if __name__ == \"__main__\":`, or set LANDMARKLIB_START_METHOD=fork)") from None

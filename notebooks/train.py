@@ -99,6 +99,7 @@ amp = "auto"                  # auto | bf16 | fp16 | off
 channels_last = True
 compile = False               # torch.compile (opt-in)
 workers = None
+batch_order = "random"          # random | blocks: how a shuffled epoch reads the cache
 max_train_steps = None
 # Not run settings: where the data comes from, and the quick profile.
 zip_path = None               # the contest zip (e.g. on Drive): unpacked into data_dir when data_dir is gone

@@ -111,3 +111,44 @@ def test_a_built_unchanged_cache_opens_without_parsing_the_csv(synth_copy, tmp_p
     csv.write_text(lines[0] + "\t".join(first[:1] + [str(int(first[1]) + 3)] + first[2:]) + "".join(lines[2:]))
     changed = build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=1, progress=False)
     assert len(parsed) == 1 and changed.landmarks[0, 0, 0] == built.landmarks[0, 0, 0] + 3
+
+
+def test_block_order_reads_windows_of_long_runs_and_still_mixes_each_batch():
+    """An epoch in block order visits every row once; each window is at most WINDOW_BLOCKS runs of
+    consecutive rows (long reads from a cache larger than RAM), and a batch drawn from a window mixes
+    rows from many places in the file. Random order: a permutation, as before."""
+    from landmarklib.cache import WINDOW_BLOCKS, epoch_order
+    idx = np.setdiff1d(np.arange(5000), np.arange(100, 5000, 37))     # a blocklist's gaps
+    order, starts = epoch_order(idx, np.random.default_rng(0), "blocks", row_bytes=(4 << 20) // 50)  # 50 rows a block
+    assert sorted(order.tolist()) == idx.tolist()
+    ends = list(starts[1:]) + [len(order)]
+    for s, e in zip(starts, ends):
+        rows = np.sort(order[s:e])
+        runs = 1 + int((np.diff(np.searchsorted(idx, rows)) > 1).sum())   # runs of consecutive kept rows
+        assert runs <= WINDOW_BLOCKS and e - s <= 50 * WINDOW_BLOCKS
+    first = np.searchsorted(idx, order[:64]) // 50                     # the blocks of a batch's rows
+    assert len(np.unique(first)) >= 10
+    again, _ = epoch_order(idx, np.random.default_rng(0), "blocks", row_bytes=(4 << 20) // 50)
+    np.testing.assert_array_equal(order, again)
+    rand, none = epoch_order(idx, np.random.default_rng(0), "random")
+    assert none is None and sorted(rand.tolist()) == idx.tolist()
+    with pytest.raises(ValueError, match="batch_order: unknown order 'sorted'"):
+        epoch_order(idx, np.random.default_rng(0), "sorted")
+
+
+@pytest.mark.parametrize("order", ["blocks", "random"])
+def test_each_order_yields_the_rows_it_names(synth_dir, tmp_path, order, monkeypatch):
+    """Batches in either order hold the images and labels of the rows they name, every row once."""
+    import landmarklib.cache as cache_mod
+    monkeypatch.setattr(cache_mod, "BLOCK_BYTES", 3 * (32 * 32 * 3 + 971 * 4))   # 3 rows a block: many windows
+    c = build_cache(synth_dir, "train", tmp_path, crop_size=32, workers=1, progress=False)
+    t = c.targets()
+    idx = np.arange(2, 58)
+    loader = BatchLoader(c.images, t, idx, batch_size=7, shuffle=True, seed=1, order=order)
+    seen = []
+    for imgs, tg, rows in loader:
+        r = rows.numpy()
+        np.testing.assert_array_equal(imgs.numpy(), c.images[r])
+        np.testing.assert_allclose(tg.numpy(), t[r], rtol=0, atol=1e-6)
+        seen.append(r)
+    assert sorted(np.concatenate(seen).tolist()) == idx.tolist()

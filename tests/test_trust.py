@@ -288,15 +288,20 @@ def test_exif_orientation_is_applied_as_cv2_imread_does(synth_copy, tmp_path, ca
     assert diff < 3, diff                                         # the same picture, upright (JPEG noise only)
 
 
-def test_an_image_replaced_by_a_half_size_copy_is_refused_by_check_and_cache(synth_copy, tmp_path, capsys):
+def test_an_image_replaced_by_a_half_size_copy_is_named_by_check_and_flagged_by_the_eda(synth_copy, capsys):
+    """Its labels are not that image's: like another image's labels, a wrong label (the EDA's to flag
+    for the blocklist), no longer reported as valid input."""
+    from landmarklib import eda
     p = _row_image(synth_copy, 9)
     im = Image.open(p)
     im.resize((im.width // 2, im.height // 2)).save(p, "JPEG")
-    rc, err = _cli(data.main, ["check", "--data-dir", synth_copy], capsys)
-    assert rc == 2 and f"landmarks.csv:11: " in err and f"points lie outside the {im.width // 2}x{im.height // 2} " \
-        f"image '{p.name}': the image is not the one these labels were made on" in err
-    with pytest.raises(DataError, match=r"landmarks.csv:11: \d+ of 971 points lie outside"):
-        build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=1, progress=False)
+    report = data.check(synth_copy, workers=1)
+    assert report["train"]["rows_mostly_outside"] >= 1
+    text = data.format_report(report)
+    assert f"first {synth_copy / 'train' / 'landmarks.csv'}:11: " in text
+    assert f"of 971 points outside the {im.width // 2}x{im.height // 2} image '{p.name}': not labels of that image" in text
+    flagged = eda.score_annotations(synth_copy, use_model=False, progress=False)
+    assert flagged.set_index("file_name").loc[p.name, "flagged"]
 
 
 # --- 7. submissions -------------------------------------------------------------------------------
@@ -405,3 +410,15 @@ def test_every_pool_of_the_data_stages_starts_by_forkserver_and_builds_the_same(
     alone = build_cache(demo, "train", tmp_path / "b", crop_size=32, workers=1, progress=False)
     np.testing.assert_array_equal(pooled.images, alone.images)
     np.testing.assert_array_equal(pooled.affine, alone.affine)
+
+
+def test_a_script_without_a_main_guard_gets_told_what_its_workers_need(tmp_path):
+    """forkserver workers import the main script again; one whose top level calls landmarklib would run
+    again in each worker. The pool's failure says so, and how to fix it, not a bare BrokenProcessPool."""
+    script = tmp_path / "mine.py"
+    script.write_text("from landmarklib.synth import make_dataset\n"
+                      f"make_dataset({str(tmp_path / 'demo')!r}, n_train=60, n_test=5, seed=0, workers=2)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env=os.environ | {"LANDMARKLIB_START_METHOD": ""})
+    assert out.returncode == 1
+    assert 'DataError: a worker process died' in out.stderr and 'if __name__ == "__main__":' in out.stderr
