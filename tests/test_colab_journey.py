@@ -110,7 +110,8 @@ def test_the_summary_line_names_the_best_epoch_and_the_run_dir():
                                     "last epoch 14.000; best.pt in runs/x")
 
 
-def test_the_data_stage_parses_each_csv_once(synth_dir, tmp_path, monkeypatch):
+def _count_parses(monkeypatch) -> list:
+    """The folder of each landmarks.csv read_landmarks parses from here on."""
     calls = []
     real = data_mod.read_landmarks
 
@@ -118,6 +119,11 @@ def test_the_data_stage_parses_each_csv_once(synth_dir, tmp_path, monkeypatch):
         calls.append(Path(path).parent.name)
         return real(path)
     monkeypatch.setattr(data_mod, "read_landmarks", counting)
+    return calls
+
+
+def test_the_data_stage_parses_each_csv_once(synth_dir, tmp_path, monkeypatch):
+    calls = _count_parses(monkeypatch)
     report, caches = cache_mod.check_and_build(synth_dir, tmp_path / "cache", 32, "crop", workers=1, progress=False)
     assert calls == ["train", "test"]                     # test/landmarks.csv: the demo set's ground truth
     assert report["train"]["images"] == len(caches["train"]) == 60 and caches["test"].landmarks is not None
@@ -126,13 +132,7 @@ def test_the_data_stage_parses_each_csv_once(synth_dir, tmp_path, monkeypatch):
 def test_the_eda_stage_parses_landmarks_csv_once_on_a_fresh_runtime(synth_dir, tmp_path, monkeypatch):
     """Each notebook runs on its own runtime: the EDA finds no cache there. Its one parse builds the
     out-of-fold models' cache too, whose sizes replace a pass over the image headers."""
-    calls = []
-    real = data_mod.read_landmarks
-
-    def counting(path):
-        calls.append(Path(path).parent.name)
-        return real(path)
-    monkeypatch.setattr(data_mod, "read_landmarks", counting)
+    calls = _count_parses(monkeypatch)
     monkeypatch.setattr(eda_mod, "image_sizes", lambda *a, **k: pytest.fail("image headers read again"))
     df = eda_mod.score_annotations(synth_dir, folds=2, epochs=1, crop_size=32, device="cpu", max_train_steps=1,
                                    cache_dir=tmp_path / "fresh", progress=False)
