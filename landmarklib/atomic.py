@@ -8,7 +8,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import DataError, os_error
 
@@ -38,22 +38,22 @@ def write_json(path: Path | str, obj) -> Path:
 
 
 @contextmanager
-def run_lock(run_dir: Path | str) -> Iterator[None]:
-    """Own `run_dir` for the duration: a second process is refused, naming the owner. The lock is an
-    flock on run_dir/.lock, so it dies with its process (a killed run leaves nothing to clean up)."""
+def file_lock(path: Path | str, busy: Callable[[str], None]) -> Iterator[None]:
+    """Hold an flock on `path` for the duration; it dies with its process (a killed holder leaves nothing
+    to clean up). When another process holds it, busy(owner) is called first: raise to refuse, return
+    to wait for the lock."""
     try:
         import fcntl
     except ImportError:      # not POSIX: no lock
         yield
         return
-    path = Path(run_dir) / ".lock"
     with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            owner = f.read().strip() or "another process"
-            raise DataError(f"{run_dir}: in use by {owner}; wait for it to finish, or use another run dir") from None
+            busy(f.read().strip() or "another process")
+            fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         f.truncate()
         f.write(f"process {os.getpid()}")
@@ -62,3 +62,11 @@ def run_lock(run_dir: Path | str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_lock(run_dir: Path | str):
+    """Own `run_dir` for the duration: a second process is refused, naming the owner (a file_lock on
+    run_dir/.lock)."""
+    def refuse(owner: str) -> None:
+        raise DataError(f"{run_dir}: in use by {owner}; wait for it to finish, or use another run dir")
+    return file_lock(Path(run_dir) / ".lock", refuse)

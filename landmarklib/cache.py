@@ -13,7 +13,6 @@ time (a lock beside it); another waits, then finds it built.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import mmap
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path, file_lock, write_json
 from .data import (SPLIT_CSV, Split, check, check_images_exist, file_digest, is_int16, is_synthetic, label_ranges,
                    load_split, open_image)
 from .errors import DataError, os_error
@@ -165,27 +164,14 @@ def build_cache(data_dir: Path | str, split: str, root: Path | str, crop_size: i
         return _build(out, data_dir, split, manifest, crop_size, mode, workers, progress, src)
 
 
-@contextlib.contextmanager
 def _build_lock(out: Path, progress: bool):
-    """One builder per cache: an flock on <out>.lock (beside the folder, which a rebuild empties). A
+    """One builder per cache: a lock on <out>.lock (beside the folder, which a rebuild empties). A
     second process (another notebook, a second run) waits for the first, then finds the cache built.
     Two Colab tabs are two machines: each has its own local cache."""
-    try:
-        import fcntl
-    except ImportError:      # not POSIX: no lock
-        yield
-        return
-    with open(out.with_name(out.name + ".lock"), "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if progress:
-                print(f"cache {out}: another process is building it; waiting for it to finish", flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    def wait(owner: str) -> None:
+        if progress:
+            print(f"cache {out}: another process is building it; waiting for it to finish", flush=True)
+    return file_lock(out.with_name(out.name + ".lock"), wait)
 
 
 def _build(out: Path, data_dir: Path | str, split: str, manifest: dict, crop_size: int, mode: str,
@@ -424,11 +410,12 @@ class BatchLoader:
         """Ask the kernel to read `rows` (sorted) of the memmapped images and labels now, run by run, in
         the background (madvise WILLNEED): from a cache larger than RAM, the next batches' rows are read
         many at a time instead of one page fault after another. Arrays in memory need nothing."""
+        maps = [(arr, arr._mmap) for arr in (self.images, self.targets.landmarks if self.targets is not None else None)
+                if hasattr(getattr(arr, "_mmap", None), "madvise")]   # np.load(..., mmap_mode=...)'s memory maps
+        if not maps or not len(rows):
+            return
         runs = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)
-        for arr in (self.images, self.targets.landmarks if self.targets is not None else None):
-            mm = getattr(arr, "_mmap", None)   # np.load(..., mmap_mode=...)'s memory map
-            if mm is None or not hasattr(mm, "madvise") or not len(rows):
-                continue
+        for arr, mm in maps:
             row = arr[:1].nbytes
             for run in runs:
                 start = arr.offset + int(run[0]) * row
@@ -441,22 +428,22 @@ class BatchLoader:
             row_bytes = self.images[:1].nbytes + (self.targets.landmarks[:1].nbytes if self.targets is not None else 0)
             order, starts = epoch_order(self.indices, np.random.default_rng([self.seed, self.epoch]), self.order,
                                         row_bytes)
-        def positions(b: int) -> np.ndarray:
-            return np.arange(b * self.batch_size, min((b + 1) * self.batch_size, len(order)))[self.rank::self.world_size]
-
+        # Each batch's rows (this rank's slice), sorted: memmap reads in file order.
+        batches = [np.sort(order[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world_size])
+                   for b in range(len(self))]
         advised = -1   # the last batch (random order) or window (block order) asked for ahead
-        for b in range(len(self)):
+        for b, sorted_rows in enumerate(batches):
             if starts is None:   # the next `prefetch` batches' rows: the kernel reads them in parallel
-                for a in range(max(advised + 1, b), min(b + 1 + self.prefetch, len(self))):
-                    self._read_ahead(np.sort(order[positions(a)]))
+                for a in range(max(advised + 1, b), min(b + 1 + self.prefetch, len(batches))):
+                    self._read_ahead(batches[a])
                     advised = a
-            else:                # the current window and the next, whole
-                window = int(np.searchsorted(starts, positions(b)[-1], side="right")) - 1
-                for w in range(max(advised + 1, window), min(window + 2, len(starts))):
+            else:                # the windows this batch lies in and the next, whole
+                first, last = (int(np.searchsorted(starts, p, side="right")) - 1
+                               for p in (b * self.batch_size, min((b + 1) * self.batch_size, len(order)) - 1))
+                for w in range(max(advised + 1, first), min(last + 2, len(starts))):
                     end = starts[w + 1] if w + 1 < len(starts) else len(order)
                     self._read_ahead(np.sort(order[starts[w]:end]))
                     advised = w
-            sorted_rows = np.sort(order[positions(b)])  # memmap reads in file order
             imgs = torch.from_numpy(self.images[sorted_rows])
             tg = None
             if self.targets is not None:   # labels + affines; encoded on the device in __iter__

@@ -549,7 +549,8 @@ def _copy_to_scratch(zip_path: Path, local: Path) -> None:
     """The zip copied whole to local disk, with its mtime: a copy is trusted only while both the size
     and the mtime match (a re-downloaded zip of the same size is copied again)."""
     st = zip_path.stat()
-    if local.is_file() and (local.stat().st_size, local.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+    kept = local.stat() if local.is_file() else None
+    if kept is not None and (kept.st_size, kept.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
         return
     local.parent.mkdir(parents=True, exist_ok=True)
     local.unlink(missing_ok=True)

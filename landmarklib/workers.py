@@ -24,9 +24,9 @@ START_METHODS = ("forkserver", "fork", "spawn")
 _METHODS = multiprocessing.get_all_start_methods()
 # What the forkserver imports once, before it forks any worker: the workers' functions' modules and
 # what the main script (or a notebook's kernel) imports, which each worker imports again as __mp_main__:
-# from the server's copy, that is free. ("__main__" itself would do it, but Python 3.11's forkserver
-# ignores it: it looks up 'main_path' where spawn's data says 'init_main_from_path'.)
-PRELOAD = ["__main__", "numpy", "pandas", "PIL.Image", "torch", "torchvision", "ipykernel.kernelapp",
+# from the server's copy, that is free. ("__main__" itself is left out: Python 3.11's forkserver ignores
+# it, and where it is honoured a script's unguarded top level would run inside the server.)
+PRELOAD = ["numpy", "pandas", "PIL.Image", "torch", "torchvision", "ipykernel.kernelapp",
            "landmarklib.data", "landmarklib.cache", "landmarklib.synth"]
 
 
