@@ -11,9 +11,11 @@ in fp32 without channels_last, and the fraction of step time spent waiting for d
 --compile adds the same loop under torch.compile, measured after a warm-up epoch that compiles.
 
 recipe: our training recipe vs the organizers' under the same budget, each predicted and
-scored on the synthetic test set (the training-engine issue's acceptance figure).
+scored on the synthetic test set (the training-engine issue's acceptance figure). --arm runs
+variants of ours side by side (settings over the defaults), each for every --seeds.
 
     python bench/bench_train.py --recipe --n-train 1000 --n-test 200 --epochs 5 --device cpu
+    python bench/bench_train.py --recipe --no-baseline --seeds 0 1 --arm "" precise_bn=256 "ema=0.05,precise_bn=256"
 """
 from __future__ import annotations
 
@@ -102,22 +104,58 @@ def throughput(a, tmp: Path) -> None:
         print(line, flush=True)
 
 
+def parse_arm(text: str) -> dict:
+    """'ema=0.05,precise_bn=256' -> {'ema': '0.05', 'precise_bn': '256'} (checked by make_config); '' the defaults."""
+    pairs = [p.split("=", 1) for p in text.split(",") if p]
+    if any(len(p) != 2 for p in pairs):
+        raise SystemExit(f"--arm {text!r}: expected key=value[,key=value...]")
+    make_config(dict(pairs))
+    return dict(pairs)
+
+
+def ours(a, data: Path, tmp: Path, arm: dict, seed: int) -> tuple[float, float, float]:
+    """Our recipe (defaults, then `arm`) trained, predicted and scored on the test set: (MSE px^2 without
+    test-time augmentation, with flip TTA (the submission notebook's default), training seconds)."""
+    run = tmp / f"ours_{len(list(tmp.glob('ours_*')))}"
+    torch.manual_seed(0)
+    t = time.perf_counter()
+    fit({"data_dir": str(data), "run_dir": str(run), "arch": "resnet18", "crop_size": a.crop_size,
+         "epochs": a.epochs, "device": a.device, "seed": seed} | arm, progress=False)   # defaults otherwise (batch 32)
+    seconds = time.perf_counter() - t
+    test = load_split(data, "test")
+    scores = []
+    for tta in ("none", "flip"):
+        pred = predict_split([run / "best.pt"], data, tta=tta, device=a.device, progress=False)
+        write_submission(run / f"sub_{tta}.csv", test.names, pred, test.indices)
+        scores.append(score_submission(run / f"sub_{tta}.csv", data))
+    return scores[0], scores[1], seconds
+
+
 def recipe(a, tmp: Path) -> None:
     device = resolve_device(a.device)
     data = make_dataset(tmp / "data", a.n_train, a.n_test, seed=0, workers=os.cpu_count())
-    test = load_split(data, "test")
-    torch.manual_seed(0)
-    t = time.perf_counter()
-    fit({"data_dir": str(data), "run_dir": str(tmp / "ours"), "arch": "resnet18", "crop_size": a.crop_size,
-         "epochs": a.epochs, "device": a.device}, progress=False)        # our defaults otherwise (batch 32)
-    ours_s = time.perf_counter() - t
-    pred = predict_split([tmp / "ours" / "best.pt"], data, device=a.device, progress=False)
-    write_submission(tmp / "ours.csv", test.names, pred, test.indices)
-    ours = score_submission(tmp / "ours.csv", data)
+    n_train = len(split_indices(len(load_split(data, "train").names))[0])
+    print(f"synthetic set {a.n_train} train ({n_train} / {a.n_train - n_train} split) + {a.n_test} test, resnet18, "
+          f"{a.crop_size} px, batch 32, {a.epochs} epochs, {device}, no pretrained weights")
+    d = make_config({})
+    print(f"ours = defaults ({d['optimizer']} {d['lr']:g}, schedule {d['schedule']}, normalized targets, mean-shape "
+          f"head, {d['loss']}, {d['augment']} augment, ema {d['ema']:g}, precise_bn {d['precise_bn']}) + the arm")
+    print(f"{'arm':<40} {'seed':>4} {'test MSE px^2':>14} {'with flip TTA':>14} {'seconds':>8}", flush=True)
+    results = {}
+    for text in a.arm:
+        for seed in a.seeds:
+            mse, tta, seconds = ours(a, data, tmp, parse_arm(text), seed)
+            results.setdefault(text, []).append((mse, tta, seconds))
+            print(f"{text or 'defaults':<40} {seed:>4} {mse:>14.2f} {tta:>14.2f} {seconds:>8.0f}", flush=True)
+    for text, rows in results.items():
+        mse, tta, seconds = np.array(rows).T
+        print(f"{text or 'defaults':<40} mean {mse.mean():.2f} (flip TTA {tta.mean():.2f}), spread (max - min) "
+              f"{np.ptp(mse):.2f} ({np.ptp(tta):.2f}) over {len(mse)} seed(s); {seconds.mean():.0f} s a run")
+    if a.no_baseline:
+        return
     # The organizers' recipe: same split, arch, crop, batch, epochs; their lr.
     torch.manual_seed(0)
-    train = load_split(data, "train")
-    n_train = len(split_indices(len(train.names))[0])
+    train, test = load_split(data, "train"), load_split(data, "test")
     model = baseline_model("resnet18", device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
     loader = DataLoader(PerImageDataset(train, np.arange(n_train), a.crop_size), batch_size=32, shuffle=True, num_workers=2,
@@ -132,14 +170,8 @@ def recipe(a, tmp: Path) -> None:
     affine = np.stack([fit_affine(*Image.open(test.image_path(r)).size, a.crop_size, "crop") for r in rows])
     write_submission(tmp / "base.csv", test.names[rows], to_original(crop_pred, affine), test.indices[rows])
     base = score_submission(tmp / "base.csv", data)
-    print(f"synthetic set {a.n_train} train ({n_train} / {a.n_train - n_train} split) + {a.n_test} test, resnet18, "
-          f"{a.crop_size} px, batch 32, {a.epochs} epochs, {device}, no pretrained weights")
-    d = make_config({})
-    print(f"ours (defaults: {d['optimizer']} {d['lr']:g}, schedule {d['schedule']}, normalized targets, mean-shape head, "
-          f"{d['loss']}, {d['augment']} augment): test MSE {ours:.2f} px^2 ({ours_s:.0f} s)")
     print(f"organizers' recipe (Adam amsgrad 1e-3, MSE on crop pixels, no augment): test MSE {base:.2f} px^2 "
           f"({base_s:.0f} s)")
-    print(f"ratio ours / theirs = {ours / base:.3f}")
 
 
 def main() -> None:
@@ -155,6 +187,10 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="also torch.compile'd, side by side with eager")
+    p.add_argument("--arm", nargs="+", default=[""], help="--recipe: settings over the defaults, each arm one "
+                   "'key=value,key=value' ('' the defaults); every arm runs every seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="--recipe: training seeds")
+    p.add_argument("--no-baseline", action="store_true", help="--recipe: leave out the organizers' recipe")
     a = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lmbench_"))
     try:

@@ -3,7 +3,8 @@ and checked before use, so a truncated, foreign or corrupt file is one clear err
 never a traceback mid-run.
 
 last.pt is a TrainState (what a run carries from one epoch to the next); best.pt its lean part,
-what predict needs.
+what predict needs. In both, "model" holds the weights that were validated: with weight averaging
+(ema) the averaged ones, and last.pt keeps the weights training continues from as "train_model".
 """
 from __future__ import annotations
 
@@ -26,13 +27,15 @@ BEST_KEYS = ("model", "epoch", "best", "history", "config")
 @dataclass
 class TrainState:
     """Everything a run carries from one epoch to the next. `scaler` is fp16's GradScaler (None
-    otherwise), `plateau` the reduce-on-plateau state, `generator` this process's augmentation RNG."""
+    otherwise), `plateau` the reduce-on-plateau state, `generator` this process's augmentation RNG, `ema`
+    the weights' moving average (None when off)."""
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scaler: Any
     plateau: Any
     generator: torch.Generator
     config: dict
+    ema: Any = None
     history: list[dict] = field(default_factory=list)
     best: float = math.inf
     epoch: int = 0
@@ -46,9 +49,16 @@ class TrainState:
         self.best = min(self.best, value)
         return improved
 
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The model validated, saved as "model" and returned: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
     def state_dict(self, augment_states: list[torch.Tensor]) -> dict:
         """`augment_states`: every process's augmentation RNG state (one per torchrun rank)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        extra = {} if self.ema is None else {"train_model": self.model.state_dict(),
+                                              "ema_updates": int(self.ema.n_averaged)}
+        return extra | {"model": self.evaluated.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else {},
                 "plateau": self.plateau.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "augment": [s.cpu() for s in augment_states]},
@@ -63,7 +73,10 @@ class TrainState:
 
     def load(self, ckpt: dict, rank: int = 0) -> None:
         """Continue from a checkpoint read by read_last (process `rank` takes its own RNG state)."""
-        self.model.load_state_dict(ckpt["model"])
+        self.model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ckpt["model"])
+            self.ema.n_averaged.fill_(ckpt.get("ema_updates", 1))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])

@@ -68,6 +68,9 @@ RUN: tuple[Setting, ...] = (
     Setting("batch_size", 32, "global batch, split across torchrun processes", bounds="[1, 65536]", spelled=True),
     Setting("lr", 2e-3, "peak learning rate", bounds="(0, 10]", spelled=True),
     Setting("optimizer", "adamw", "optimizer", choices=OPTIMIZERS),
+    Setting("backbone_lr", 1.0, "the backbone's LR as a fraction of lr (the head's); below 1 moves pretrained "
+            "weights less than the new head", bounds="(0, 1]"),
+
     Setting("momentum", 0.9, "sgd momentum", bounds="[0, 1)"),
     Setting("nesterov", True, "sgd Nesterov momentum (needs momentum > 0)"),
     Setting("weight_decay", 0.01, "weight decay (decoupled for adamw)", bounds="[0, 1]"),
@@ -99,6 +102,10 @@ RUN: tuple[Setting, ...] = (
             choices=RESIZE_MODES, spelled=True),
     Setting("augment", "flip", "none, flip (with re-indexing) or full (flip, affine, colour)", choices=AUGMENTS,
             spelled=True),
+    Setting("ema", 0.0, "time constant of an exponential moving average of the weights, as a fraction of the "
+            "run (0: off); the averaged weights are what is validated and saved", bounds="[0, 1]"),
+    Setting("precise_bn", 256, "training images whose forward pass recomputes BatchNorm's running statistics "
+            "before each validation and save (0: off, the statistics training left)", bounds="[0, 1000000]"),
     Setting("val_fraction", 0.2, "the last rows of landmarks.csv that validate (organizers' split: 0.2)",
             bounds="(0, 1)"),
     Setting("blocklist", None, "CSV with file_name (and flagged) to leave out of training; validation unchanged",
@@ -213,6 +220,8 @@ def as_current(saved: dict) -> dict:
     saved = dict(saved)
     if "lr_scaling" not in saved:    # written before lr_scaling: its lr was the LR at any batch size
         saved["lr_scaling"] = "none"
+    for key, before in (("ema", 0), ("precise_bn", 0), ("backbone_lr", 1.0)):   # written before these existed
+        saved.setdefault(key, before)
     if "warmup_epochs" in saved and "warmup" not in saved and saved.get("epochs"):   # warmup was in epochs
         saved["warmup"] = saved["warmup_epochs"] / saved["epochs"]
     try:

@@ -167,6 +167,17 @@ def create_model(arch: str, pretrained: bool = False, weights_path: str | Path |
     return LandmarkRegressor(backbone, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD), weights)
 
 
+def param_groups(model: LandmarkRegressor, backbone_lr: float = 1.0) -> list[dict]:
+    """The optimizer's parameter groups: the backbone's, its LR scaled by `backbone_lr` (its
+    "lr_scale"), and the head's (the last Linear layer) at the full LR. One group when they are equal."""
+    if backbone_lr == 1.0:
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    head = _last_linear(model.backbone)[2]
+    head_ids = {id(p) for p in head.parameters()}
+    return [{"params": [p for p in model.parameters() if id(p) not in head_ids], "lr_scale": backbone_lr},
+            {"params": list(head.parameters()), "lr_scale": 1.0}]
+
+
 # Where the usual checkpoints keep their weights: timm's train script and many others under
 # state_dict, ours and torchvision's reference scripts under model; a bare state dict (torchvision's
 # and timm's released weights) is one itself.

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from . import checkpoint
+from .averaging import make_ema, recompute_bn
 from .atomic import atomic_path, run_lock, write_json
 from .augment import augment, to_nchw
 from .cache import BatchLoader, Cache, build_cache, cache_root
@@ -34,7 +35,7 @@ from .errors import DataError, check_output, cli
 from .geometry import decode, encode, from_normalized
 from .losses import make_loss
 from .metric import mse_per_image, query_indices, select_points
-from .models import create_model, read_weights
+from .models import create_model, param_groups, read_weights
 from .predict import predict_batches, predict_normalized
 from .progress import bar, note
 from .runtime import (autocast_dtype, device_report, format_device_report, prepare_model, resolve_device,
@@ -63,8 +64,9 @@ def make_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
 
 def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, epoch: int, *, lr_scale: float = 1.0,
                     scaler=None, amp_dtype=None, generator: torch.Generator | None = None,
-                    progress: bool = True, log: RunLog | None = None) -> dict:
-    """One pass over `loader` (at most cfg['max_train_steps'] steps); the LR is set before every step.
+                    progress: bool = True, log: RunLog | None = None, ema=None) -> dict:
+    """One pass over `loader` (at most cfg['max_train_steps'] steps); the LR is set before every step,
+    and `ema` (the weights' moving average) updated after it.
     Every LOG_EVERY steps the loss is read back once, for the progress bar and `log` alike."""
     model.train()
     device = loader.device
@@ -80,8 +82,8 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
         wait += time.perf_counter() - t0
         t = epoch + step / steps
         lr = peak_lr(cfg) * lr_factor(cfg, t) * lr_scale
-        for g in optimizer.param_groups:
-            g["lr"], g["weight_decay"] = lr, weight_decay_at(cfg, t)
+        for g in optimizer.param_groups:   # lr_scale: the backbone's share of the LR (cfg['backbone_lr'])
+            g["lr"], g["weight_decay"] = lr * g.get("lr_scale", 1.0), weight_decay_at(cfg, t)
         x, y = augment(images, targets, cfg["augment"], generator)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             pred = model(x)
@@ -94,6 +96,8 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
         else:
             loss.backward()
             optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         total += loss.detach() * len(x)
         seen += len(x)
         if (progress or log is not None) and step % LOG_EVERY == 0:   # the only host sync in the loop
@@ -141,9 +145,11 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 
 def start_state(cfg: dict, cache: Cache, train_idx: np.ndarray, device: torch.device, resume: dict | None = None,
-                mean_shape: np.ndarray | None = None, rank: int = 0, world: int = 1) -> checkpoint.TrainState:
+                mean_shape: np.ndarray | None = None, rank: int = 0, world: int = 1,
+                steps_per_epoch: int = 1) -> checkpoint.TrainState:
     """A run's training state: a fresh model (the weights cfg names; the head at `mean_shape`,
-    default the mean training target), its optimizer, scaler, plateau and RNGs, or all of that
+    default the mean training target), its optimizer, scaler, plateau, RNGs and (cfg['ema'] > 0) the
+    weights' moving average over a run of cfg['epochs'] x `steps_per_epoch` steps, or all of that
     continued from the checkpoint `resume`."""
     torch.manual_seed(cfg["seed"])
     fresh = resume is None         # a resumed run takes its weights from the checkpoint, not the network
@@ -152,10 +158,11 @@ def start_state(cfg: dict, cache: Cache, train_idx: np.ndarray, device: torch.de
                          cache.targets().mean(train_idx) if mean_shape is None else mean_shape)
     prepare_model(model, device, cfg["channels_last"])
     amp_dtype = autocast_dtype(device, cfg["amp"])
-    state = checkpoint.TrainState(model, make_optimizer(cfg, model.parameters()),
+    state = checkpoint.TrainState(model, make_optimizer(cfg, param_groups(model, cfg["backbone_lr"])),
                                   torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None,
                                   Plateau(cfg["drop_factor"], cfg["plateau_patience"]),
-                                  torch.Generator(device=device).manual_seed(cfg["seed"] * world + rank), cfg)
+                                  torch.Generator(device=device).manual_seed(cfg["seed"] * world + rank), cfg,
+                                  make_ema(model, cfg["ema"], cfg["epochs"] * steps_per_epoch) if cfg["ema"] else None)
     if resume is not None:
         state.load(resume, rank)
     return state
@@ -169,8 +176,14 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
     or continued from the checkpoint `resume`), validate on `val_idx` after each epoch (when given)
     and, with a `run_dir`, write config.json (with the weights the backbone started from, and
     `record`), then last.pt / best.pt / history.csv and TensorBoard events after each epoch.
-    Returns (model, history)."""
-    state = start_state(cfg, cache, train_idx, device, resume, mean_shape, rank, world)
+    What is validated, saved and returned is state.evaluated (the weights' moving average with
+    cfg['ema']), with BatchNorm statistics recomputed on cfg['precise_bn'] training images first.
+    Returns (that model, history)."""
+    train_loader = BatchLoader(cache.images, cache.targets(), train_idx, cfg["batch_size"], shuffle=True,
+                               seed=cfg["seed"], device=device, drop_last=True, rank=rank, world_size=world,
+                               order=cfg["batch_order"])
+    steps = len(train_loader) if cfg["max_train_steps"] is None else min(len(train_loader), cfg["max_train_steps"])
+    state = start_state(cfg, cache, train_idx, device, resume, mean_shape, rank, world, steps)
     model = state.model
     writes = run_dir is not None and rank == 0
     if writes and resume is None:
@@ -183,9 +196,7 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     log = RunLog(run_dir if writes else None)
     loss_fn = make_loss(cfg)
-    train_loader = BatchLoader(cache.images, cache.targets(), train_idx, cfg["batch_size"], shuffle=True,
-                               seed=cfg["seed"], device=device, drop_last=True, rank=rank, world_size=world,
-                               order=cfg["batch_order"])
+    bn_loader = _bn_loader(cfg, cache, train_idx, device)
     if val_idx is not None:
         val_loader = BatchLoader(cache.images, cache.targets(), val_idx[rank::world], max(cfg["batch_size"], 64),
                                  shuffle=False, device=device)
@@ -198,15 +209,17 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
         lr = peak_lr(cfg) * lr_factor(cfg, epoch + 0.5) * scale   # mid-epoch: a warmup epoch shows half
         stats = train_one_epoch(net, train_loader, state.optimizer, loss_fn, cfg, epoch, lr_scale=scale,
                                 scaler=state.scaler, amp_dtype=amp_dtype, generator=state.generator,
-                                progress=progress, log=log)
+                                progress=progress, log=log, ema=state.ema)
+        if bn_loader is not None and (val_idx is not None or run_dir is not None or epoch + 1 == cfg["epochs"]):
+            recompute_bn(state.evaluated, bn_loader)
         if val_idx is not None:
-            stats |= evaluate(model, val_loader, cache, queries, amp_dtype)
+            stats |= evaluate(state.evaluated, val_loader, cache, queries, amp_dtype)
             if cfg["schedule"] == "plateau":
                 state.plateau.step(stats["val_mse_px"])
         improved = state.end_epoch({"epoch": epoch + 1, "lr": lr} | stats)
         log.epoch(epoch + 1, state.history[-1])
         if log.writer is not None and val_idx is not None:
-            _log_val_images(log, epoch + 1, model, cache, val_idx[:TB_IMAGES], amp_dtype)
+            _log_val_images(log, epoch + 1, state.evaluated, cache, val_idx[:TB_IMAGES], amp_dtype)
         if progress and val_idx is not None:
             epochs.set_postfix(val_mse_px=f"{stats['val_mse_px']:.3f}", loss=f"{stats['train_loss']:.5f}",
                                refresh=False)
@@ -223,7 +236,20 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
             state.save(run_dir, improved, augment_states)
             _write_history(run_dir / "history.csv", state.history)
     log.close()
-    return model, state.history
+    return state.evaluated, state.history
+
+
+def _bn_loader(cfg: dict, cache: Cache, train_idx: np.ndarray, device: torch.device) -> BatchLoader | None:
+    """Precise BN's images: cfg['precise_bn'] training rows drawn once by the seed (the same on every
+    torchrun rank, so every rank computes the same statistics), in whole batches of the training size
+    (a last batch of one image has no variance), unaugmented, as validation sees them."""
+    n = min(cfg["precise_bn"], len(train_idx))
+    if n == 0:
+        return None
+    if n >= cfg["batch_size"]:
+        n -= n % cfg["batch_size"]
+    rows = np.sort(np.random.default_rng(cfg["seed"]).permutation(train_idx)[:n])
+    return BatchLoader(cache.images, None, rows, cfg["batch_size"], shuffle=False, device=device)
 
 
 def compile_model(model: torch.nn.Module, example: np.ndarray, device: torch.device) -> torch.nn.Module:
