@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from .atomic import atomic_path
 from .data import LANDMARK_COLUMNS, N_QUERY, split_indices
@@ -31,28 +31,51 @@ SUPERSAMPLE = 2
 CORRUPTIONS = ("shifted", "swapped", "scrambled", "mirrored", "shrunk")
 
 
-def sample_face(rng: np.random.Generator) -> dict:
-    """Random face: image size, template knobs, pose and colours (plain numbers, JSON-able)."""
-    w = int(rng.integers(100, 401))
-    h = int(np.clip(w * rng.uniform(0.8, 1.35), 100, 400))
-    return {
+# Render styles. "demo" is the demo set's (what every default was tuned on). "alt" is a second domain:
+# larger images with smaller, more tilted faces, darker skin, more clutter, sensor noise, blur and
+# heavier JPEG (the fine-tuning rehearsal pretrains on it; the EDA threshold was designed on it and
+# demo). "small" was held out from all of that: small images, large upright pale faces, little
+# clutter, strong noise and JPEG at low quality.
+STYLES: dict[str, dict] = {
+    "demo": {"width": (100, 401), "height": (100, 400), "angle_deg": 12, "scale": (0.27, 0.38),
+             "skin": (120, 240), "brow": (20, 90), "lips": (120, 220), "clutter": (4, 14), "quality": (80, 96),
+             "noise": 0.0, "blur": 0.0},
+    "alt": {"width": (200, 701), "height": (200, 900), "angle_deg": 18, "scale": (0.2, 0.32),
+            "skin": (60, 200), "brow": (0, 60), "lips": (90, 180), "clutter": (8, 24), "quality": (55, 80),
+            "noise": 6.0, "blur": 0.8},
+    "small": {"width": (80, 261), "height": (80, 300), "angle_deg": 8, "scale": (0.3, 0.42),
+              "skin": (150, 255), "brow": (40, 120), "lips": (150, 240), "clutter": (2, 8), "quality": (35, 65),
+              "noise": 10.0, "blur": 0.0},
+}
+
+
+def sample_face(rng: np.random.Generator, style: str = "demo") -> dict:
+    """Random face of a render `style` (STYLES): image size, template knobs, pose and colours (plain
+    numbers, JSON-able)."""
+    st = STYLES[style]
+    w = int(rng.integers(*st["width"]))
+    h = int(np.clip(w * rng.uniform(0.8, 1.35), *st["height"]))
+    face = {
         "width": w, "height": h,
         "knobs": {"eye_open": float(rng.uniform(0.3, 1.2)), "mouth_open": float(rng.uniform(0, 1) ** 2),
                   "gaze": (float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1))),
                   "jaw_width": float(rng.uniform(0.7, 1.0)), "brow_raise": float(rng.uniform(-0.04, 0.08)),
                   "mouth_width": float(rng.uniform(0.32, 0.5)), "nose_width": float(rng.uniform(0.16, 0.28))},
-        "angle": float(np.deg2rad(rng.normal(0, 12))),
-        "scale": float(rng.uniform(0.27, 0.38) * min(w, h)),
+        "angle": float(np.deg2rad(rng.normal(0, st["angle_deg"]))),
+        "scale": float(rng.uniform(*st["scale"]) * min(w, h)),
         "aspect": float(rng.uniform(0.85, 1.12)),
         "centre": (float(w / 2 + rng.uniform(-0.1, 0.1) * w), float(h / 2 + rng.uniform(-0.08, 0.1) * h)),
-        "colours": {k: tuple(int(v) for v in rng.integers(lo, hi, 3)) for k, lo, hi in
-                    [("skin", 120, 240), ("brow", 20, 90), ("iris", 30, 160), ("lips", 120, 220),
-                     ("bg", 0, 255)]},
+        "colours": {k: tuple(int(v) for v in rng.integers(lo, hi, 3)) for k, (lo, hi) in
+                    [("skin", st["skin"]), ("brow", st["brow"]), ("iris", (30, 160)), ("lips", st["lips"]),
+                     ("bg", (0, 255))]},
         "clutter": [(int(rng.integers(3)), *(float(v) for v in rng.uniform(-0.1, 1.1, 4)),
-                     tuple(int(v) for v in rng.integers(0, 256, 3))) for _ in range(int(rng.integers(4, 14)))],
+                     tuple(int(v) for v in rng.integers(0, 256, 3))) for _ in range(int(rng.integers(*st["clutter"])))],
         "border": [int(v) for v in (rng.uniform(size=4) < 0.08) * rng.integers(4, 30, 4)],
-        "quality": int(rng.integers(80, 96)),
+        "quality": int(rng.integers(*st["quality"])),
     }
+    if st["noise"] or st["blur"]:   # drawn only here, so the demo style's stream (and its files) stay as they were
+        face |= {"noise": st["noise"], "blur": st["blur"], "noise_seed": int(rng.integers(2 ** 31))}
+    return face
 
 
 def face_points(face: dict) -> np.ndarray:
@@ -112,6 +135,13 @@ def render(face: dict, mirror: bool = False) -> tuple[Image.Image, np.ndarray]:
     _poly(d, np.concatenate([g["lip_upper_outer"], g["lip_upper_inner"][::-1]]), fill=col["lips"])
     _poly(d, np.concatenate([g["lip_lower_outer"], g["lip_lower_inner"][::-1]]), fill=col["lips"])
     img = img.resize((w, h), Image.Resampling.BOX)   # exact 2x -> 1x in the pixel-centre convention
+    if face.get("blur"):
+        img = img.filter(ImageFilter.GaussianBlur(face["blur"]))
+    if face.get("noise"):
+        a = np.asarray(img, dtype=np.float32)
+        noise = np.random.default_rng(face["noise_seed"]).normal(0, face["noise"], a.shape)
+        a = (a + (noise[:, ::-1] if mirror else noise)).clip(0, 255)   # the mirror's noise is mirrored too
+        img = Image.fromarray(np.rint(a).astype(np.uint8))
     left, top, right, bottom = face["border"]
     if mirror:
         left, right = right, left
@@ -131,10 +161,10 @@ def _name(rng: np.random.Generator) -> str:
 
 
 def _make_one(args: tuple) -> tuple[str, np.ndarray, float]:
-    seed, split, i, image_dir = args
+    seed, split, i, image_dir, style = args
     rng = _face_rng(seed, split, i)
     name = _name(rng)
-    face = sample_face(rng)
+    face = sample_face(rng, style)
     img, pts = render(face)
     img.save(os.path.join(image_dir, name), "JPEG", quality=face["quality"])
     return name, pts, face["scale"]
@@ -171,9 +201,12 @@ def _write_landmarks(path: Path, names: list[str], points: np.ndarray) -> None:
 
 
 def make_dataset(out_dir: Path | str, n_train: int = 1000, n_test: int = 200, seed: int = 0,
-                 bad_fraction: float = 0.0, workers: int | None = None) -> Path:
-    """Write the synthetic set; deterministic for a seed (file names included). Only into a
-    missing or empty folder: synthetic files never mix with anything else (a contest folder)."""
+                 bad_fraction: float = 0.0, workers: int | None = None, style: str = "demo") -> Path:
+    """Write the synthetic set in a render `style` (STYLES); deterministic for a seed (file names
+    included). Only into a missing or empty folder: synthetic files never mix with anything else (a
+    contest folder)."""
+    if style not in STYLES:
+        raise ValueError(f"style: unknown render style {style!r}; choose one of {', '.join(STYLES)}")
     out = Path(out_dir)
     marker = out / "SYNTHETIC.json"   # first in, so a killed run's half-made set can be made again
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not marker.is_file())):
@@ -181,13 +214,14 @@ def make_dataset(out_dir: Path | str, n_train: int = 1000, n_test: int = 200, se
                         f"(it would mix with or replace what is there)")
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(marker) as tmp:
-        tmp.write_text(json.dumps({"n_train": n_train, "n_test": n_test, "seed": seed, "bad_fraction": bad_fraction}))
+        tmp.write_text(json.dumps({"n_train": n_train, "n_test": n_test, "seed": seed, "bad_fraction": bad_fraction}
+                                  | ({"style": style} if style != "demo" else {})))
     workers = workers or os.cpu_count() or 1
     results = {}
     for split, n in (("train", n_train), ("test", n_test)):
         image_dir = out / split / "images"
         image_dir.mkdir(parents=True, exist_ok=True)
-        jobs = [(seed, split, i, str(image_dir)) for i in range(n)]
+        jobs = [(seed, split, i, str(image_dir), style) for i in range(n)]
         if workers > 1 and n > 50:
             with process_pool(workers) as ex:
                 res = list(bar(ex.map(_make_one, jobs, chunksize=16), total=n, desc=f"synth {split}"))
@@ -232,13 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bad-fraction", type=float, default=0.0)
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--style", choices=tuple(STYLES), default="demo", help="render style (alt: held out from tuning)")
     a = p.parse_args(argv)
     if not 0 <= a.bad_fraction < 1:
         raise ValueError(f"--bad-fraction must be in [0, 1), got {a.bad_fraction}")
     if a.n_train < 10 or a.n_test < 1 or a.seed < 0:
         raise ValueError(f"--n-train must be at least 10 (got {a.n_train}), --n-test at least 1 (got {a.n_test}), "
                          f"--seed 0 or more (got {a.seed})")
-    make_dataset(a.out_dir, a.n_train, a.n_test, a.seed, a.bad_fraction, a.workers)
+    make_dataset(a.out_dir, a.n_train, a.n_test, a.seed, a.bad_fraction, a.workers, a.style)
     print(f"wrote {a.n_train} train + {a.n_test} test images to {a.out_dir}")
     return 0
 
