@@ -10,8 +10,11 @@ Stage 2 (image evidence): out-of-fold predictions of a quick model (k folds, so 
 scored by a model that saw its label), ranked by the label/prediction disagreement
 normalized by face size. It sees what no shape statistic can: a plausible shape in the
 wrong place (shifted, rescaled, another image's labels).
-Scores are robust z-scores, (x - median) / (1.4826 MAD); a row is flagged when any stage's
-z exceeds k (default 12), or a geometry rule fails.
+Scores are robust z-scores, (x - median) / (1.4826 MAD). Each stage's threshold is set from its
+own scores on the data at hand (tail_threshold: the clean bulk's upper tail, fitted below the
+95th percentile where bad rows sit, extrapolated to where it would leave half a clean row above);
+a row is flagged when any stage's z exceeds its threshold, or a geometry rule fails. A fixed k
+instead (the old default was 12) applies one threshold to every stage.
 """
 from __future__ import annotations
 
@@ -34,8 +37,11 @@ from .progress import bar
 from .runtime import autocast_dtype, resolve_device
 from .train import train_model
 
-Z_DEFAULT = 12.0        # calibrated on the synthetic set (bench/bench_eda.py); check the histogram on real data
+Z_DEFAULT = 12.0        # the fixed threshold of the rule stages (and of every stage given k=12, the old default)
 GEOMETRY_Z = 100.0      # score given to a failed geometry rule: above any sane threshold
+EXPECTED_FALSE = 0.5    # tail_threshold: clean rows a stage's fitted tail leaves above its threshold
+TAIL_QUANTILE = 0.95    # tail_threshold: the fit's upper edge; bad rows (a few %) lie above it
+MIN_THRESHOLD = 6.0     # no stage's threshold goes below this robust z, whatever its tail
 MEDIAN_SAMPLE = 20_000  # rows whose median shape starts an out-of-fold model's head
 MEAN_SAMPLE = 20_000    # shapes the Procrustes means are estimated on
 SHAPE_CHUNK = 5_000     # shapes aligned, scored or predicted at a time (~0.4 GB of work at any N)
@@ -47,6 +53,17 @@ def robust_z(x: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
     med = np.median(ref)
     mad = 1.4826 * np.median(np.abs(ref - med))
     return (x - med) / max(mad, 1e-12)
+
+
+def tail_threshold(z: np.ndarray, expected_false: float = EXPECTED_FALSE, q: float = TAIL_QUANTILE) -> float:
+    """The score above which a stage's clean rows would leave `expected_false` of themselves, from the
+    scores themselves: the upper tail of the clean bulk as an exponential through the median and the
+    q-quantile (whatever lies above q, where the bad rows are, takes no part in the fit), extrapolated
+    to len(z) rows. A stage whose clean scores spread wider (another camera, a weaker model) gets a
+    higher threshold; a tight one a lower. Grows with log(len(z)), as the largest clean score does."""
+    med, hi = np.quantile(z, [0.5, q])
+    scale = (hi - med) / np.log(0.5 / (1 - q))
+    return float(max(MIN_THRESHOLD, hi + scale * np.log(max(len(z) * (1 - q) / expected_false, 1.0))))
 
 
 def centroid_size(shapes: np.ndarray) -> np.ndarray:
@@ -257,11 +274,17 @@ def eda_cache(data_dir: Path | str, crop_size: int = RECIPES["eda"]["crop_size"]
                        progress=progress, src=src)
 
 
-def score_annotations(data_dir: Path | str, use_model: bool = True, k: float = Z_DEFAULT, progress: bool = True,
+RULE_STAGES = ("points far outside the image", "group geometry")   # pass/fail: GEOMETRY_Z or 0
+
+
+def score_annotations(data_dir: Path | str, use_model: bool = True, k: float | None = None, progress: bool = True,
                       **model_kwargs) -> pd.DataFrame:
-    """Every training row with score (max robust z over stages), reason, its line in landmarks.csv and
-    flagged; worst first. landmarks.csv is parsed once: with the model stage, its cache is built (or
-    found) from this parse first, and the image sizes come from it instead of a pass over the headers."""
+    """Every training row with score, reason, its line in landmarks.csv, flagged and each stage's robust
+    z (z_<stage>); worst first. score is the row's largest z as a multiple of its stage's threshold, so
+    flagged is score > 1. The thresholds: with k None, each scored stage's tail_threshold of its own
+    z's; with a number k, k for every stage. df.attrs["thresholds"] holds them, stage by stage.
+    landmarks.csv is parsed once: with the model stage, its cache is built (or found) from this parse
+    first, and the image sizes come from it instead of a pass over the headers."""
     split = load_split(data_dir, "train")
     csv, names = split.csv, split.names
     if use_model:
@@ -283,15 +306,20 @@ def score_annotations(data_dir: Path | str, use_model: bool = True, k: float = Z
     if len(bad):   # a NaN score would silently rank as clean
         raise DataError(f"{csv}:{bad[0] + 2}: annotation score is not a number "
                         f"({len(bad)} row(s)); the out-of-fold models diverged or a label is degenerate")
-    best = stacked.argmax(1)
+    thresholds = {n: float(k) if k is not None else Z_DEFAULT if n in RULE_STAGES else tail_threshold(z[n])
+                  for n in stages}
+    ratio = stacked / np.array([thresholds[n] for n in stages])
+    best = ratio.argmax(1)
     reason = np.array(stages, dtype=object)[best]
     reason = np.where(reason == "group geometry", geometry, reason)
-    df = pd.DataFrame({"file_name": names, "score": stacked.max(1), "reason": reason,
+    df = pd.DataFrame({"file_name": names, "score": ratio.max(1), "reason": reason,
                        "line": np.arange(2, len(names) + 2)})
     for n in stages:
         df["z_" + n.replace(" ", "_").replace("/", "_")] = z[n]
-    df["flagged"] = df["score"] > k
-    return df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    df["flagged"] = df["score"] > 1
+    df = df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    df.attrs["thresholds"] = thresholds
+    return df
 
 
 def labelled_images(data_dir: Path | str, rows: pd.DataFrame) -> tuple[list[Path], list[np.ndarray]]:
@@ -305,7 +333,9 @@ def labelled_images(data_dir: Path | str, rows: pd.DataFrame) -> tuple[list[Path
 def summary(df: pd.DataFrame) -> str:
     f = df[df["flagged"]]
     by = ", ".join(f"{r}: {c}" for r, c in f["reason"].value_counts().items())
-    return f"{len(f)} of {len(df)} annotations flagged" + (f" ({by})" if len(f) else "")
+    limits = ", ".join(f"{n} {t:.1f}" for n, t in df.attrs.get("thresholds", {}).items() if n not in RULE_STAGES)
+    return (f"{len(f)} of {len(df)} annotations flagged" + (f" ({by})" if len(f) else "")
+            + (f"; robust z thresholds: {limits}" if limits else ""))
 
 
 def precision_recall(scores: pd.DataFrame, planted: pd.DataFrame) -> pd.DataFrame:
@@ -331,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", required=True, type=Path)
     p.add_argument("--out", type=Path, default=Path("bad_annotations.csv"), help="the scores, worst first")
     p.add_argument("--no-model", action="store_true", help="shape-only stage (seconds, no training)")
-    p.add_argument("--k", type=float, default=Z_DEFAULT, help=f"flag when a robust z-score exceeds k (default {Z_DEFAULT:g})")
+    p.add_argument("--k", type=float, default=None, help="flag when a robust z-score exceeds k, at every stage "
+                   "(default: each stage's threshold from its own score distribution)")
     p.add_argument("--folds", type=int, default=EDA_FOLDS, help="out-of-fold models (at least 2)")
     p.add_argument("--epochs", type=int, default=RECIPES["eda"]["epochs"], help="epochs per out-of-fold model")
     p.add_argument("--crop-size", type=int, default=RECIPES["eda"]["crop_size"], help="their input side in pixels")

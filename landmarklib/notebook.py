@@ -57,7 +57,8 @@ PARAMETERS: dict[str, tuple[Setting, ...]] = {
                 kind="path"),
         Setting("out", None, "the scores CSV; None: <out_dir>/bad_annotations.csv", kind="path"),
         Setting("use_model", True, "False: the fast shape-only stage"),
-        Setting("k", 12.0, "flag when a robust z-score exceeds k", bounds="(0, 1000]"),
+        Setting("k", None, "flag when a robust z-score exceeds k at any stage (None: each stage's threshold set "
+                "from its own score distribution)", kind="float", bounds="(0, 1000]"),
         Setting("folds", 4, "the out-of-fold models", bounds="[2, 100]"),
         SETTINGS["epochs"].with_default(_EDA["epochs"]), SETTINGS["crop_size"].with_default(_EDA["crop_size"]),
         SETTINGS["device"], *SOURCE),

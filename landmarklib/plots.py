@@ -117,14 +117,20 @@ def plot_ablation(curves: dict[str, list[pd.DataFrame]], drops: dict[str, list[i
     return fig
 
 
-def plot_score_histogram(df: pd.DataFrame, k: float) -> plt.Figure:
+def plot_score_histogram(df: pd.DataFrame) -> plt.Figure:
+    """score_annotations' scores (each row's worst stage, in multiples of that stage's threshold), log
+    counts, the threshold at 1; the stages' robust z thresholds in the title."""
     fig, ax = plt.subplots(figsize=(7, 3))
-    s = df["score"].clip(lower=-5, upper=200)
+    s = df["score"].clip(lower=-0.5, upper=20)
     ax.hist(s, bins=80, color="tab:blue")
-    ax.axvline(k, color="red", ls="--", label=f"threshold z = {k:g}")
-    ax.set(yscale="log", xlabel="annotation score (robust z, clipped to 200)", ylabel="images",
+    ax.axvline(1, color="red", ls="--", label="threshold")
+    limits = ", ".join(f"{n} {t:.1f}" for n, t in df.attrs.get("thresholds", {}).items())
+    ax.set(yscale="log", xlabel="annotation score (robust z / its stage's threshold, clipped to 20)", ylabel="images",
            title=f"{int(df['flagged'].sum())} of {len(df)} flagged")
-    ax.legend()
+    if limits:
+        ax.text(0.99, 0.97, "z thresholds: " + limits.replace(", ", "\n"), transform=ax.transAxes, ha="right",
+                va="top", fontsize=6)
+    ax.legend(loc="center right")
     fig.tight_layout()
     return fig
 

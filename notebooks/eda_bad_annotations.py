@@ -62,7 +62,7 @@ zip_path = None               # the contest zip (e.g. on Drive): unpacked into d
 test_points_path = None
 demo = None
 use_model = True              # False: the fast shape-only stage
-k = 12.0                      # flag when a robust z-score exceeds k
+k = None                      # None: each stage's threshold from its own scores; a number: one robust z for all
 folds = 4                     # the out-of-fold models (their recipe: landmarklib.config.RECIPES["eda"])
 epochs = 6
 crop_size = 64
@@ -98,7 +98,7 @@ print(eda.summary(scores), "->", csv_out)
 scores.head(10)
 
 # %%
-save(plot_score_histogram(scores, k), eda_dir / "eda_scores.png")
+save(plot_score_histogram(scores), eda_dir / "eda_scores.png")
 plt.show()
 
 # %% [markdown]
@@ -107,7 +107,7 @@ plt.show()
 # %%
 top = scores.head(8)
 fig = landmark_grid(*eda.labelled_images(data_dir, top),   # reads only these lines of landmarks.csv
-                    titles=[f"{r.reason} (z {r.score:.0f})" for r in top.itertuples()])
+                    titles=[f"{r.reason} ({r.score:.1f}x threshold)" for r in top.itertuples()])
 save(fig, eda_dir / "eda_worst.png")
 print(f"figures in {eda_dir}")
 plt.show()

@@ -104,3 +104,33 @@ def test_the_gallery_reads_only_the_scored_rows_lines(synth_dir):
     paths, points = eda.labelled_images(synth_dir, pick)
     assert [p.name for p in paths] == list(pick["file_name"]) and all(p.is_file() for p in paths)
     np.testing.assert_array_equal(np.stack(points), lm[pick["line"].to_numpy() - 2])
+
+
+def test_the_threshold_follows_the_clean_tail_and_ignores_the_bad_rows():
+    rng = np.random.default_rng(3)
+    clean = rng.exponential(1.0, 20_000)                   # a clean stage's scores: an exponential tail
+    t = eda.tail_threshold(clean)
+    assert 9 < t < 12                                     # q95 (3.0) + ln(20,000 x 0.05 / 0.5) (7.6)
+    assert (clean > t).sum() <= 3                         # about EXPECTED_FALSE (0.5) clean rows above it
+    assert eda.tail_threshold(2 * clean) == pytest.approx(2 * t, rel=0.02)   # twice the spread: twice as high
+    # Bad rows far out take no part in the fit (only their count moves the quantiles' ranks): 1 % of
+    # them raises it by about a tenth, 3 % by about a third, and every bad row stays above it.
+    for share, rise in ((0.01, 0.15), (0.03, 0.4)):
+        with_bad = np.concatenate([clean, np.full(int(share * len(clean)), 1_000.0)])
+        assert t < eda.tail_threshold(with_bad) < (1 + rise) * t < 1_000
+    assert eda.tail_threshold(clean[:2_000]) < t - 1      # fewer rows, fewer clean extremes to clear
+    assert eda.tail_threshold(np.zeros(100)) == eda.MIN_THRESHOLD
+
+
+def test_each_stage_is_flagged_against_its_own_threshold(synth_dir):
+    df = eda.score_annotations(synth_dir, use_model=False, progress=False)
+    t = df.attrs["thresholds"]
+    assert t["implausible shape"] == pytest.approx(eda.tail_threshold(df["z_implausible_shape"].to_numpy()))
+    assert t["group geometry"] == t["points far outside the image"] == eda.Z_DEFAULT   # pass/fail rules
+    z = df[[c for c in df if c.startswith("z_")]].to_numpy() / np.array(list(t.values()))
+    np.testing.assert_allclose(df["score"], z.max(1))
+    assert (df["flagged"] == (df["score"] > 1)).all() and df["score"].is_monotonic_decreasing
+    assert "robust z thresholds: implausible shape" in eda.summary(df)
+    fixed = eda.score_annotations(synth_dir, use_model=False, k=5.0, progress=False)
+    assert set(fixed.attrs["thresholds"].values()) == {5.0}
+    assert (fixed["flagged"] == (fixed[[c for c in fixed if c.startswith("z_")]] > 5).any(axis=1)).all()
