@@ -137,8 +137,8 @@ def recipe(a, tmp: Path) -> None:
     n_train = len(split_indices(len(load_split(data, "train").names))[0])
     print(f"synthetic set {a.n_train} train ({n_train} / {a.n_train - n_train} split) + {a.n_test} test, resnet18, "
           f"{a.crop_size} px, batch 32, {a.epochs} epochs, {device}, no pretrained weights")
-    d = make_config({})
-    print(f"ours = defaults ({d['optimizer']} {d['lr']:g}, schedule {d['schedule']}, normalized targets, mean-shape "
+    d = make_config({"pretrained": False})
+    print(f"ours = defaults ({d['optimizer']} lr {d['lr']:g} from scratch, schedule {d['schedule']}, normalized targets, mean-shape "
           f"head, {d['loss']}, {d['augment']} augment, ema {d['ema']:g}, precise_bn {d['precise_bn']}) + the arm")
     print(f"{'arm':<40} {'seed':>4} {'test MSE px^2':>14} {'with flip TTA':>14} {'seconds':>8}", flush=True)
     results = {}

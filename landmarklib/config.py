@@ -24,6 +24,10 @@ from .schedules import LR_BATCH, LR_SCALINGS, SCHEDULES, default_drop_at
 from .settings import BOOL_WORDS, Setting, by_name, defaults, parse_bool
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+# The default peak LR, by where the backbone starts. Fine-tuning (bench/bench_finetune.py: resnet18
+# pretrained on another render style, then 5 epochs on the demo set, two seeds) scored 5.96 px² at
+# the from-scratch 2e-3 and 5.37 at 5e-4; a backbone at a tenth of the head's LR gained nothing (6.02).
+LR_SCRATCH, LR_FINETUNE = 2e-3, 5e-4
 SEED_MAX = 2 ** 32 - 1   # numpy's and torch's generators take seeds below 2**32
 
 
@@ -66,7 +70,9 @@ RUN: tuple[Setting, ...] = (
     Setting("weights_path", None, "a local state dict to load into the backbone", kind="path"),
     Setting("epochs", 12, "epochs over the train split", bounds="[1, 100000]", resumable=True, spelled=True),
     Setting("batch_size", 32, "global batch, split across torchrun processes", bounds="[1, 65536]", spelled=True),
-    Setting("lr", 2e-3, "peak learning rate", bounds="(0, 10]", spelled=True),
+    Setting("lr", None, f"peak learning rate (default: {LR_SCRATCH:g} from random init, {LR_FINETUNE:g} when the "
+            "backbone starts from weights: ImageNet's through pretrained, or weights_path)", kind="float",
+            bounds="(0, 10]", spelled=True),
     Setting("optimizer", "adamw", "optimizer", choices=OPTIMIZERS),
     Setting("backbone_lr", 1.0, "the backbone's LR as a fraction of lr (the head's); below 1 moves pretrained "
             "weights less than the new head", bounds="(0, 1]"),
@@ -104,8 +110,9 @@ RUN: tuple[Setting, ...] = (
             spelled=True),
     Setting("ema", 0.0, "time constant of an exponential moving average of the weights, as a fraction of the "
             "run (0: off); the averaged weights are what is validated and saved", bounds="[0, 1]"),
-    Setting("precise_bn", 256, "training images whose forward pass recomputes BatchNorm's running statistics "
-            "before each validation and save (0: off, the statistics training left)", bounds="[0, 1000000]"),
+    Setting("precise_bn", 2048, "training images (at most the training split) whose forward pass recomputes "
+            "BatchNorm's running statistics before each validation and save (0: off, the statistics training "
+            "left)", bounds="[0, 1000000]"),
     Setting("val_fraction", 0.2, "the last rows of landmarks.csv that validate (organizers' split: 0.2)",
             bounds="(0, 1)"),
     Setting("blocklist", None, "CSV with file_name (and flagged) to leave out of training; validation unchanged",
@@ -135,8 +142,8 @@ RESUMABLE_KEYS = {s.name for s in RUN if s.resumable}
 # quick=True in the notebooks and QUICK=1 ./run_all.sh: a tiny budget that runs every code path.
 # Applied in one place, quick_profile(), to whatever holds these keys: a run's settings, the demo
 # set's size, the EDA's folds, an ablation's seeds (the first only).
-QUICK: dict = {"epochs": 4, "crop_size": 32, "batch_size": 8, "max_train_steps": 2, "n_train": 120, "n_test": 30,
-               "folds": 2, "seeds": 1}
+QUICK: dict = {"epochs": 4, "crop_size": 32, "batch_size": 8, "max_train_steps": 2, "precise_bn": 16, "n_train": 120,
+               "n_test": 30, "folds": 2, "seeds": 1}
 # The synthetic demo set the notebooks make.
 DEMO: dict = {"n_train": 1000, "n_test": 200, "bad_fraction": 0.03, "seed": 0}
 
@@ -160,6 +167,8 @@ def make_config(overrides: dict | None = None) -> dict:
     given = {key: SETTINGS[key].check(value) for key, value in overrides.items()}
     recipe = given.get("recipe", DEFAULTS["recipe"])
     cfg = DEFAULTS | RECIPES[recipe] | given
+    if cfg["lr"] is None:
+        cfg["lr"] = LR_FINETUNE if starts_from_weights(cfg) else LR_SCRATCH
     if cfg["drop_at"] is None:
         cfg["drop_at"] = default_drop_at(cfg["epochs"])
     check_arch(cfg["arch"])
@@ -265,6 +274,13 @@ def resolve_run_dir(cfg: dict, root: Path | str = "runs") -> dict:
     """cfg with run_dir set: as given, else <root>/<run folder name>, so another recipe (or the demo
     set) gets another run dir."""
     return cfg if cfg["run_dir"] else cfg | {"run_dir": str(Path(root) / run_folder_name(cfg))}
+
+
+def starts_from_weights(cfg: dict) -> bool:
+    """Whether the run's backbone starts from trained weights (a weights file, or ImageNet's as
+    pretrained asks for them on this data_dir), which sets the default lr. Where ImageNet's weights
+    cannot be had, the model starts from random init with a warning, at the fine-tuning lr."""
+    return bool(cfg["weights_path"]) or use_pretrained(cfg, is_synthetic(cfg["data_dir"]))
 
 
 def use_pretrained(cfg: dict, synthetic: bool) -> bool:

@@ -100,8 +100,19 @@ def test_notebook_config_takes_only_config_keys_and_the_quick_profile():
     assert cfg["arch"] == "resnet34" and {k: cfg[k] for k in run} == {k: config.QUICK[k] for k in run}
 
 
+def test_the_default_lr_follows_where_the_backbone_starts(synth_dir, tmp_path):
+    assert make_config({"data_dir": str(synth_dir)})["lr"] == config.LR_SCRATCH          # demo set: random init
+    assert make_config({"data_dir": str(tmp_path)})["lr"] == config.LR_FINETUNE          # contest data: ImageNet
+    assert make_config({"data_dir": str(tmp_path), "pretrained": False})["lr"] == config.LR_SCRATCH
+    assert make_config({"data_dir": str(synth_dir), "weights_path": "w.pt"})["lr"] == config.LR_FINETUNE
+    assert make_config({"data_dir": str(tmp_path), "lr": 1e-2})["lr"] == 1e-2            # given: as given
+    assert make_config({"data_dir": str(tmp_path), "recipe": "seed"})["lr"] == 1e-3      # a recipe's own lr
+
+
 def test_run_names_carry_non_default_keys():
-    assert run_name(make_config()) == "resnet18_smoothl1_b32_e12_128px-crop_onecycle_lr0.002_aug-flip_s0"
+    assert run_name(make_config()) == "resnet18_smoothl1_b32_e12_128px-crop_onecycle_lr0.0005_aug-flip_s0"
+    assert run_name(make_config({"pretrained": False})) == \
+        "resnet18_smoothl1_b32_e12_128px-crop_onecycle_lr0.002_aug-flip_pretrained-False_s0"
     assert run_name(make_config({"weight_decay": 1e-4})).endswith("_weight_decay-0.0001_s0")
     assert run_name(make_config({"recipe": "seed"})) == \
         "resnet18_smoothl1_b64_e12_128px-crop_drop@8_lr0.001_aug-flip_recipe-seed_s0"
