@@ -37,7 +37,7 @@ from .progress import bar
 from .runtime import autocast_dtype, resolve_device
 from .train import train_model
 
-Z_DEFAULT = 12.0        # the fixed threshold of the rule stages (and of every stage given k=12, the old default)
+Z_DEFAULT = 12.0        # the old default threshold of every stage (k=12); the tests' line between clean and planted
 GEOMETRY_Z = 100.0      # score given to a failed geometry rule: above any sane threshold
 EXPECTED_FALSE = 0.5    # tail_threshold: clean rows a stage's fitted tail leaves above its threshold
 TAIL_QUANTILE = 0.95    # tail_threshold: the fit's upper edge; bad rows (a few %) lie above it
@@ -306,7 +306,9 @@ def score_annotations(data_dir: Path | str, use_model: bool = True, k: float | N
     if len(bad):   # a NaN score would silently rank as clean
         raise DataError(f"{csv}:{bad[0] + 2}: annotation score is not a number "
                         f"({len(bad)} row(s)); the out-of-fold models diverged or a label is degenerate")
-    thresholds = {n: float(k) if k is not None else Z_DEFAULT if n in RULE_STAGES else tail_threshold(z[n])
+    # A failed rule (z = GEOMETRY_Z) is a certainty, not a tail: its threshold of 1 ranks it first and
+    # names it as the reason (a mirrored shape is also an implausible one).
+    thresholds = {n: float(k) if k is not None else 1.0 if n in RULE_STAGES else tail_threshold(z[n])
                   for n in stages}
     ratio = stacked / np.array([thresholds[n] for n in stages])
     best = ratio.argmax(1)

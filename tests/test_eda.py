@@ -126,7 +126,7 @@ def test_each_stage_is_flagged_against_its_own_threshold(synth_dir):
     df = eda.score_annotations(synth_dir, use_model=False, progress=False)
     t = df.attrs["thresholds"]
     assert t["implausible shape"] == pytest.approx(eda.tail_threshold(df["z_implausible_shape"].to_numpy()))
-    assert t["group geometry"] == t["points far outside the image"] == eda.Z_DEFAULT   # pass/fail rules
+    assert t["group geometry"] == t["points far outside the image"] == 1.0   # pass/fail: a failed rule is 100
     z = df[[c for c in df if c.startswith("z_")]].to_numpy() / np.array(list(t.values()))
     np.testing.assert_allclose(df["score"], z.max(1))
     assert (df["flagged"] == (df["score"] > 1)).all() and df["score"].is_monotonic_decreasing
