@@ -110,7 +110,7 @@ def test_the_default_lr_follows_where_the_backbone_starts(synth_dir, tmp_path):
 
 
 def test_run_names_carry_non_default_keys():
-    assert run_name(make_config()) == "resnet18_smoothl1_b32_e12_128px-crop_onecycle_lr0.0005_aug-flip_s0"
+    assert run_name(make_config()) == "resnet18_smoothl1_b32_e12_128px-crop_onecycle_lr0.001_aug-flip_s0"
     assert run_name(make_config({"pretrained": False})) == \
         "resnet18_smoothl1_b32_e12_128px-crop_onecycle_lr0.002_aug-flip_pretrained-False_s0"
     assert run_name(make_config({"weight_decay": 1e-4})).endswith("_weight_decay-0.0001_s0")
