@@ -119,7 +119,7 @@ def plot_ablation(curves: dict[str, list[pd.DataFrame]], drops: dict[str, list[i
 
 def plot_score_histogram(df: pd.DataFrame) -> plt.Figure:
     """score_annotations' scores (each row's worst stage, in multiples of that stage's threshold), log
-    counts, the threshold at 1; the stages' robust z thresholds in the title."""
+    counts, the threshold at 1; each stage's robust z threshold in a corner (pass/fail rules: 1)."""
     fig, ax = plt.subplots(figsize=(7, 3))
     s = df["score"].clip(lower=-0.5, upper=20)
     ax.hist(s, bins=80, color="tab:blue")
