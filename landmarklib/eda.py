@@ -72,14 +72,15 @@ def centroid_size(shapes: np.ndarray) -> np.ndarray:
     return np.sqrt((c ** 2).sum(-1).mean(-1))
 
 
-def _complex(shapes: np.ndarray, chunk: int = SHAPE_CHUNK) -> tuple[np.ndarray, np.ndarray]:
-    """Shapes (N, P, 2) centred and scaled to unit centroid size, as complex numbers (N, P) complex64,
-    and their centroid sizes (N,). Worked in float32, `chunk` shapes at a time: beyond the result, the
-    memory of one chunk (a float64 copy of 20,000 contest shapes, and its squares, took 1.3 GB)."""
-    z = np.empty(shapes.shape[:2], np.complex64)
-    size = np.empty(len(shapes))
-    for i in range(0, len(shapes), chunk):
-        x = shapes[i:i + chunk].astype(np.float32)
+def _complex(shapes: np.ndarray, rows: np.ndarray | None = None, chunk: int = SHAPE_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """Shapes (N, P, 2) (or those of `rows`) centred and scaled to unit centroid size, as complex
+    numbers (N, P) complex64, and their centroid sizes (N,). Worked in float32, `chunk` shapes at a
+    time: beyond the result, the memory of one chunk (float64 copies of 20,000 contest shapes took 1.3 GB)."""
+    rows = np.arange(len(shapes)) if rows is None else rows
+    z = np.empty((len(rows), shapes.shape[1]), np.complex64)
+    size = np.empty(len(rows))
+    for i in range(0, len(rows), chunk):
+        x = shapes[rows[i:i + chunk]].astype(np.float32)
         x -= x.mean(1, keepdims=True)
         s = np.sqrt((x ** 2).sum(-1).mean(-1))
         x /= np.maximum(s, 1e-9)[:, None, None]
@@ -94,12 +95,13 @@ def _rotate_onto(z: np.ndarray, mean: np.ndarray) -> None:
     z *= (rot / np.maximum(np.abs(rot), 1e-12))[:, None]
 
 
-def procrustes_means(shapes: np.ndarray, iterations: int = 3, sample: int = MEAN_SAMPLE, seed: int = 0) -> list[np.ndarray]:
+def procrustes_means(shapes: np.ndarray, iterations: int = 3, sample: int = MEAN_SAMPLE, seed: int = 0,
+                     chunk: int = SHAPE_CHUNK) -> list[np.ndarray]:
     """The means of generalized Procrustes, one per iteration (complex, unit RMS), estimated on at
     most `sample` shapes (all of them when there are fewer): memory bounded at any N."""
     rows = np.arange(len(shapes)) if len(shapes) <= sample else \
         np.sort(np.random.default_rng(seed).choice(len(shapes), sample, replace=False))
-    z, size = _complex(shapes[rows])
+    z, size = _complex(shapes, rows, chunk)
     means = [z[np.argsort(size)[len(z) // 2]].copy()]     # start from a typical shape
     for _ in range(iterations):
         _rotate_onto(z, means[-1])
@@ -127,7 +129,7 @@ def shape_scores(landmarks: np.ndarray, rank: int = 12, fit_max: int = 3000, see
     be "explained". Inliers start as the shapes closest to the mean shape, then the basis is
     refitted twice on the shapes it explains within median + 3 MAD. Shapes are aligned and
     scored `chunk` at a time, so memory does not grow with the number of shapes beyond the scores."""
-    means = procrustes_means(landmarks, sample=mean_sample)
+    means = procrustes_means(landmarks, sample=mean_sample, chunk=chunk)
 
     def flat(rows):
         aligned, mean = procrustes_align(landmarks[rows], means)
