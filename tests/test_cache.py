@@ -27,6 +27,32 @@ def _count_decodes(monkeypatch):
     return calls
 
 
+def _count_state_saves(monkeypatch):
+    saves = []
+    real = cache_mod._save
+
+    def spy(path, arr):
+        saves.append(path.name)
+        return real(path, arr)
+    monkeypatch.setattr(cache_mod, "_save", spy)
+    return saves
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_build_state_is_saved_by_time_not_per_chunk(synth_dir, tmp_path, monkeypatch, progress):
+    """Each save rewrites every row's state (19 MB at contest scale): saved every SAVE_SECONDS and at
+    the end, with or without a progress bar. (The cadence once followed the bar's counter, which a
+    disabled bar never advances: a save after every 64 images, quadratic in the rows.)"""
+    monkeypatch.setattr(cache_mod, "DECODE_CHUNK", 8)       # 60 images: 8 chunks
+    saves = _count_state_saves(monkeypatch)
+    build_cache(synth_dir, "train", tmp_path / "a", crop_size=16, workers=1, progress=progress)
+    assert saves.count("done.npy") == 2                      # allocated, then at the end
+    monkeypatch.setattr(cache_mod, "SAVE_SECONDS", 0.0)
+    saves.clear()
+    build_cache(synth_dir, "train", tmp_path / "b", crop_size=16, workers=1, progress=progress)
+    assert saves.count("done.npy") == 2 + 8                  # and after each of the 8 chunks
+
+
 def test_build_matches_direct_decode(synth_dir, tmp_path):
     c = build_cache(synth_dir, "train", tmp_path, crop_size=48, mode="pad", workers=1, progress=False)
     assert c.images.shape == (60, 48, 48, 3) and c.images.dtype == np.uint8
