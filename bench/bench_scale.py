@@ -332,8 +332,8 @@ def main() -> int:
     if full_rows:
         print(f"\nat {a.full:,} rows every stage peaks at {max(r['peak_anon_gib'] for r in full_rows):.2f} GiB or less")
         print(disk_plan(full, a.full, test_rows(a.full)))
-    print(f"\ncommand: python bench/bench_scale.py --scales {' '.join(a.scales)} --crop-size {a.crop_size} "
-          f"--steps {a.steps}")
+    print(f"\ncommand: python bench/bench_scale.py --root {a.root} --scales {' '.join(a.scales)} --stages "
+          f"{' '.join(a.stages)} --crop-size {a.crop_size} --steps {a.steps}")
     return 0
 
 
