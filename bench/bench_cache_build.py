@@ -32,26 +32,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import FULL_TRAIN, make_contest_set, make_prefix_set, test_rows  # noqa: E402
+from common import drop_pages  # noqa: E402
 
 STEPS = ["load_split", "_decode", "_save", "label_ranges", "_fingerprint", "file_digest", "check_images_exist"]
 
 
-def drop_pages(data_dir: Path) -> None:
-    """Drop the images' and CSVs' pages from the page cache (posix_fadvise DONTNEED): read from disk next."""
-    for folder in (data_dir / "train", data_dir / "test"):
-        for entry in [*os.scandir(folder / "images"), *os.scandir(folder)]:
-            if entry.is_file():
-                fd = os.open(entry.path, os.O_RDONLY)
-                try:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                finally:
-                    os.close(fd)
-
-
 def build(data_dir: Path, save_seconds: float, cold: bool) -> dict:
     """In this process: start the fork server, then build train and test; seconds per step."""
-    if cold:
-        drop_pages(data_dir)
+    if cold:   # the images' and CSVs' pages: read from disk by the build
+        drop_pages(e.path for folder in (data_dir / "train", data_dir / "test")
+                   for e in [*os.scandir(folder / "images"), *os.scandir(folder)] if e.is_file())
     from landmarklib import cache
     from landmarklib.workers import process_pool
     took: dict[str, float] = defaultdict(float)
@@ -101,8 +91,8 @@ def main() -> int:
         if d != full:
             make_prefix_set(full, d, n)
         for name, seconds, cold in arms:
-            out = subprocess.run([sys.executable, __file__, "--arm", str(d), str(seconds), cold], capture_output=True,
-                                 text=True, check=True).stdout
+            out = subprocess.run([sys.executable, __file__, "--arm", str(d), str(seconds), cold], stdout=subprocess.PIPE,
+                                 text=True, check=True).stdout   # an arm's errors go to the terminal
             r = json.loads(out.strip().splitlines()[-1])
             if name == "warm-up":   # the first build reads the images and CSVs into the page cache: not compared
                 print(f"{n:>9,} warm-up    {r['images'] / r['total']:>9,.0f}", flush=True)

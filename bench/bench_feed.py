@@ -28,6 +28,7 @@ import numpy as np
 os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import drop_pages  # noqa: E402
 from landmarklib.cache import BatchLoader, Targets  # noqa: E402
 
 FULL_TRAIN = 393_930
@@ -60,10 +61,7 @@ def make_cache(root: Path, n: int) -> None:
 
 def cold(root: Path) -> tuple[np.ndarray, Targets]:
     """The cache's pages dropped from memory, then opened afresh."""
-    for name in ("images.npy", "landmarks.npy"):
-        fd = os.open(root / name, os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)
+    drop_pages(root / name for name in ("images.npy", "landmarks.npy"))
     images = np.load(root / "images.npy", mmap_mode="r")
     return images, Targets(np.load(root / "landmarks.npy", mmap_mode="r"), np.load(root / "affine.npy"), CROP)
 

@@ -1,5 +1,9 @@
-"""Shared pieces of the benchmarks: the organizers'-baseline-style per-image pipeline."""
+"""Shared pieces of the benchmarks: the organizers'-baseline-style per-image pipeline, and dropping
+files from the page cache."""
 from __future__ import annotations
+
+import os
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -67,3 +71,13 @@ def baseline_predict(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
         preds.append(model(x.to(device)).float().cpu().reshape(len(x), 971, 2).numpy())
         rows.append(np.asarray(r))
     return np.concatenate(preds), np.concatenate(rows)
+
+
+def drop_pages(paths: Iterable[str | os.PathLike]) -> None:
+    """Drop the files' pages from the page cache (posix_fadvise DONTNEED): the next read is from disk."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
