@@ -5,8 +5,20 @@ import tracemalloc
 
 import numpy as np
 
+from landmarklib import data, eda
 from landmarklib.atomic import write_json
 from landmarklib.cache import BatchLoader, _save, compact_labels, open_cache
+
+
+def _peak(work) -> int:
+    """Peak bytes allocated (numpy's arrays included) while work() runs; what it imports is imported
+    before (at the top of this file), so that no module's first import is counted."""
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def _fake_cache(root, n, rng):
@@ -24,20 +36,15 @@ def _fake_cache(root, n, rng):
     return root
 
 
-def _setup_peak(path) -> int:
-    """Peak bytes numpy allocates for what train_model does with the labels: open the cache, take
-    the targets, the head's mean shape over the train split, and a few batches."""
-    tracemalloc.start()
-    try:
-        cache = open_cache(path)
-        targets = cache.targets()
-        train_idx = np.arange(int(len(cache) * 0.8))
-        targets.mean(train_idx, chunk=256)
-        for _, (_, t, _) in zip(range(3), BatchLoader(cache.images, targets, train_idx, 64, shuffle=True)):
-            assert t.shape == (64, 971, 2)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+def _setup(path) -> None:
+    """What train_model does with the labels: open the cache, take the targets, the head's mean
+    shape over the train split, and a few batches."""
+    cache = open_cache(path)
+    targets = cache.targets()
+    train_idx = np.arange(int(len(cache) * 0.8))
+    targets.mean(train_idx, chunk=256)
+    for _, (_, t, _) in zip(range(3), BatchLoader(cache.images, targets, train_idx, 64, shuffle=True)):
+        assert t.shape == (64, 971, 2)
 
 
 def test_training_setup_grows_by_its_index_arrays_only(tmp_path):
@@ -48,21 +55,15 @@ def test_training_setup_grows_by_its_index_arrays_only(tmp_path):
     constant costs (a chunk, a batch) cancel. Before per-batch encoding, Cache.targets() made this
     about 50 kB per image; with the labels read into memory it was 3.9 kB."""
     rng = np.random.default_rng(0)
-    small = _setup_peak(_fake_cache(tmp_path / "small", 1000, rng))
-    large = _setup_peak(_fake_cache(tmp_path / "large", 4000, rng))
+    small, large = (_peak(lambda: _setup(path)) for path in [_fake_cache(tmp_path / "small", 1000, rng),
+                                                             _fake_cache(tmp_path / "large", 4000, rng)])
     per_image = (large - small) / 3000
     assert per_image < 1000, per_image
 
 
-def _shape_stage_peak(landmarks) -> int:
-    from landmarklib import eda
-    tracemalloc.start()
-    try:
-        eda.shape_scores(landmarks, fit_max=300, chunk=250, mean_sample=250)
-        eda.geometry_reasons(landmarks, chunk=250)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+def _shape_stage(landmarks) -> None:
+    eda.shape_scores(landmarks, fit_max=300, chunk=250, mean_sample=250)
+    eda.geometry_reasons(landmarks, chunk=250)
 
 
 def test_eda_shape_stage_grows_by_its_scores_only():
@@ -74,7 +75,7 @@ def test_eda_shape_stage_grows_by_its_scores_only():
     rng = np.random.default_rng(0)
     base = np.stack([face_points(sample_face(rng)) for _ in range(200)]).astype(np.float32)
     shapes = base[rng.integers(0, 200, 4000)] + rng.normal(0, 0.5, (4000, 971, 2)).astype(np.float32)
-    per_shape = (_shape_stage_peak(shapes) - _shape_stage_peak(shapes[:1000])) / 3000
+    per_shape = (_peak(lambda: _shape_stage(shapes)) - _peak(lambda: _shape_stage(shapes[:1000]))) / 3000
     assert per_shape < 500, per_shape
 
 
@@ -89,16 +90,6 @@ def _write_csv(path, n, rng, last=None):
     return path
 
 
-def _parse_peak(path) -> int:
-    from landmarklib.data import read_landmarks
-    tracemalloc.start()
-    try:
-        read_landmarks(path)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_parsing_landmarks_csv_costs_int16_per_row(monkeypatch):
     """The parse keeps int16 labels (3,884 bytes a row) and a name; float32 would be 7,768. Slope
     between 1,000 and 4,000 rows, parsed 500 rows at a time so that the parser's chunk (about 25 kB a
@@ -106,12 +97,11 @@ def test_parsing_landmarks_csv_costs_int16_per_row(monkeypatch):
     with float32)."""
     import tempfile
     from pathlib import Path
-    from landmarklib import data
     monkeypatch.setattr(data, "CHUNK_ROWS", 500)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as d:
-        small = _parse_peak(_write_csv(Path(d) / "small.csv", 1000, rng))
-        large = _parse_peak(_write_csv(Path(d) / "large.csv", 4000, rng))
+        paths = [_write_csv(Path(d) / "small.csv", 1000, rng), _write_csv(Path(d) / "large.csv", 4000, rng)]
+        small, large = (_peak(lambda: data.read_landmarks(path)) for path in paths)
     per_row = (large - small) / 3000
     assert per_row < 5000, per_row      # float32 labels: 7,768 bytes a row and more
 
@@ -130,16 +120,6 @@ def test_labels_that_are_not_whole_numbers_fall_back_to_float32_exactly(tmp_path
     assert "c.csv:2: labels that are not whole numbers from here on" in capsys.readouterr().out
 
 
-def _means_peak(shapes, sample) -> int:
-    from landmarklib import eda
-    tracemalloc.start()
-    try:
-        eda.procrustes_means(shapes, sample=sample, chunk=250)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_procrustes_means_hold_their_sample_once_in_complex64():
     """The shape stage's fixed cost: the Procrustes means are estimated on MEAN_SAMPLE (20,000) shapes,
     held once as complex64 (7.8 kB a shape) and rotated in place; the float work goes a chunk at a
@@ -147,5 +127,6 @@ def test_procrustes_means_hold_their_sample_once_in_complex64():
     about 70 kB a shape: 1.3 GB at 20,000, the shape stage's peak at contest scale."""
     rng = np.random.default_rng(0)
     shapes = rng.integers(0, 400, (3000, 971, 2)).astype(np.int16)
-    per_shape = (_means_peak(shapes, 2000) - _means_peak(shapes, 500)) / 1500
+    per_shape = (_peak(lambda: eda.procrustes_means(shapes, sample=2000, chunk=250))
+                 - _peak(lambda: eda.procrustes_means(shapes, sample=500, chunk=250))) / 1500
     assert per_shape < 9000, per_shape
