@@ -3,9 +3,9 @@ profile, run names and recipe checks.
 
 Every entry point starts from DEFAULTS and applies one dict of overrides (make_config): the CLI
 flags (python -m landmarklib.train --help lists RUN), the notebooks' parameters cells (papermill
--p) and fit(overrides). Adding a setting is one entry in RUN (and its line in the train notebook's
-parameters cell, which a test keeps equal to RUN). The data format and conventions are in
-docs/FORMAT.md.
+-p) and fit(overrides); what is given wins, everywhere. Adding a setting is one entry in RUN, then
+`python -m landmarklib.cells` writes it into the train notebook's parameters cell. The data format
+and conventions are in docs/FORMAT.md.
 """
 from __future__ import annotations
 
@@ -138,6 +138,7 @@ RUN: tuple[Setting, ...] = (
             bounds="[1, 10000000]"),
 )
 SETTINGS: dict[str, Setting] = by_name(RUN)
+RECIPE_KEYS = tuple(k for k in (s.name for s in RUN) if any(k in r for r in RECIPES.values()))   # what a recipe sets
 DEFAULTS: dict = defaults(RUN)
 RESUMABLE_KEYS = {s.name for s in RUN if s.resumable}
 
@@ -184,12 +185,27 @@ def make_config(overrides: dict | None = None) -> dict:
 
 
 def notebook_config(namespace: dict, quick: bool = False) -> dict:
-    """The run config from a notebook's parameters: every run setting in `namespace` that differs
-    from its default (one equal to its default leaves the named recipe's value), with the quick
-    profile on top when quick is set."""
-    params = DEFAULTS | {k: v for k, v in namespace.items() if k in DEFAULTS}
-    params = quick_profile(params) if quick else params
-    return make_config({k: v for k, v in params.items() if SETTINGS[k].check(v) != DEFAULTS[k]})
+    """The run config from a notebook's parameters, by the CLI's rule: every run setting in
+    `namespace` that is not None is given, and a given value wins over the named recipe's (None is
+    "not given": the recipe's value, or the value worked out from the others). With quick, the
+    quick profile's values on top."""
+    given = {k: v for k, v in namespace.items() if k in DEFAULTS and v is not None}
+    if quick:
+        given |= {k: v for k, v in QUICK.items() if k in DEFAULTS}
+    return make_config(given)
+
+
+def describe(cfg: dict) -> str:
+    """The settings a run resolved to, in one line: its recipe, then every setting the recipe names
+    or that differs from the defaults (where the data and outputs are is said elsewhere)."""
+    same = ("data_dir", "weights_path", "pretrained") + (() if cfg["schedule"] == "drop" else ("drop_at",))
+    base = make_config({k: cfg[k] for k in same})   # the defaults on this data: its lr; drop epochs if it drops
+    where = {"data_dir", "run_dir", "cache_dir"}
+    shown = [k for k in DEFAULTS if k not in where and k != "recipe"
+             and (k in RECIPES[cfg["recipe"]] or cfg[k] != base[k])]
+    if not shown:
+        return f"settings: the defaults (recipe {cfg['recipe']})"
+    return f"settings: recipe {cfg['recipe']}" + "".join(f", {k} {cfg[k]}" for k in shown)
 
 
 def run_name(cfg: dict) -> str:

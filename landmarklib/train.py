@@ -28,7 +28,7 @@ from .averaging import make_ema, recompute_bn
 from .atomic import atomic_path, run_lock, write_json
 from .augment import augment, to_nchw
 from .cache import BatchLoader, Cache, build_cache, cache_root
-from .config import (OPTIMIZERS, RUN, check_same_data, check_same_recipe, make_config, read_run_config,
+from .config import (OPTIMIZERS, RUN, check_same_data, check_same_recipe, describe, make_config, read_run_config,
                      resolve_run_dir, run_name, use_pretrained)
 from .data import fingerprint, read_blocklist, split_indices
 from .errors import DataError, check_output, cli
@@ -332,6 +332,7 @@ def _fit(cfg: dict, ckpt: dict | None, data_id: dict, blocked: set | None, progr
     amp_dtype = autocast_dtype(device, cfg["amp"])
     report = device_report(device, amp_dtype, cfg["channels_last"])
     if progress:
+        print(describe(cfg))
         print(format_device_report(report))
         warn_if_colab_without_gpu(device)
         if data_id["synthetic"]:
