@@ -15,6 +15,7 @@ anything else is installed.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import re
 import subprocess
@@ -27,7 +28,8 @@ from pathlib import Path
 CONTENT = Path(os.environ.get("LANDMARKLIB_COLAB_CONTENT", "/content"))
 DRIVE = CONTENT / "drive"
 MY_DRIVE = DRIVE / "MyDrive"
-DRIVE_RUNS = MY_DRIVE / "landmarklib" / "runs"
+DRIVE_HOME = MY_DRIVE / "landmarklib"   # the user's: the contest zip (and test_points.csv beside it) goes here
+DRIVE_RUNS = DRIVE_HOME / "runs"         # the suite's: everything a notebook writes for the others
 
 
 def kernel():
@@ -127,11 +129,97 @@ def install_missing(requirements: list[str], python: str = sys.executable) -> li
 
 def install_into_colab(repo: Path | str, python: str = sys.executable) -> list[str]:
     """What Colab lacks from repo/requirements.txt (install_missing), then the package itself with
-    --no-deps. Returns what was installed besides the package."""
+    --no-deps, unless a new process already imports it from `repo`. Returns what was installed
+    besides the package."""
     repo = Path(repo)
     missing = install_missing(_requirements(repo / "requirements.txt"), python)
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
+    if not installed(repo, python):
+        subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
     return missing
+
+
+def installed(repo: Path, python: str = sys.executable) -> bool:
+    """Whether a new process of `python` (a restarted kernel, papermill's) imports landmarklib from
+    `repo`, whatever the folder it starts in: installed there, not only found on this kernel's path."""
+    out = subprocess.run([python, "-c", "import landmarklib; print(landmarklib.__file__)"], cwd="/",
+                         capture_output=True, text=True, env=os.environ | {"PYTHONPATH": ""})
+    return out.returncode == 0 and Path(out.stdout.strip()) == Path(repo).resolve() / "landmarklib" / "__init__.py"
+
+
+# ---------------------------------------------------------------------------------------------
+# The notebooks' setup cell. It makes landmarklib importable (on a fresh Colab runtime: a clone in
+# /content) and calls setup(), which does the rest here, where it is tested.
+
+def setup() -> None:
+    """Everything the setup cell does once landmarklib imports. In Colab, with a person at the page:
+    update the clone (update_clone), and install what Colab lacks, the clone included where no new
+    kernel imports it yet (install_into_colab: Colab's torch and kernel packages stay as they are). A
+    headless kernel (papermill, the ablation's runs) never pulls or installs. Everywhere: work from
+    the repository root, where the notebooks' relative paths start."""
+    root = Path(__file__).resolve().parents[1]
+    checkout = (root / "notebooks").is_dir()
+    if checkout and interactive_colab():
+        if (root / ".git").is_dir() and update_clone(root):
+            for name in [m for m in sys.modules if m.split(".")[0] == "landmarklib"]:
+                del sys.modules[name]   # the next import reads the updated code
+        install_into_colab(root)   # pip runs only for what is missing
+    if checkout and Path.cwd().resolve() != root:
+        os.chdir(root)
+        print(f"working in {root}, the repository root: relative paths start there")
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+
+
+def _cells(text: str, name: str) -> list | None:
+    """A notebook file's cells as (type, source), without what jupytext writes about itself: its
+    version in a .py's header, an .ipynb's metadata and ids. None for a file that is not a notebook."""
+    if name.endswith(".ipynb"):
+        try:
+            return [(c["cell_type"], "".join(c["source"])) for c in json.loads(text)["cells"]]
+        except (ValueError, KeyError, TypeError):
+            return None
+    if name.startswith("notebooks/") and name.endswith(".py"):
+        return [line for line in text.splitlines() if not re.match(r"#\s+jupytext_version: ", line)]
+    return None
+
+
+def suite_made(repo: Path, name: str) -> bool:
+    """Whether a changed file of the clone holds only what the suite's own tools write: a notebook
+    pair rewritten by `jupytext --sync` of another version (an older run_all.sh ran it) has the
+    same cells as the commit."""
+    head = _git(repo, "show", f"HEAD:{name}")
+    path = repo / name
+    if head.returncode or not path.is_file():
+        return False
+    cells = _cells(head.stdout, name)
+    return cells is not None and cells == _cells(path.read_text(encoding="utf-8", errors="replace"), name)
+
+
+def update_clone(repo: Path) -> bool:
+    """Bring the clone up to date (git pull --ff-only). Changes the suite made are put back first
+    (suite_made); a change of the user's blocks the update, and one line says which files and how to
+    keep or drop them. Returns whether the code changed."""
+    changed = _git(repo, "diff", "--name-only", "HEAD").stdout.splitlines()
+    yours = [name for name in changed if not suite_made(repo, name)]
+    if yours:
+        print(f"not updating {repo}: you changed {', '.join(yours[:4])}{' ...' if len(yours) > 4 else ''}; "
+              f"keep your changes with `!git -C {repo} stash` or drop them with `!git -C {repo} checkout -- .`, "
+              f"then run this cell again")
+        return False
+    if changed:
+        _git(repo, "checkout", "--", *changed)
+    before = _git(repo, "rev-parse", "HEAD").stdout.strip()
+    pull = _git(repo, "pull", "-q", "--ff-only")
+    if pull.returncode:
+        why = (pull.stderr.strip().splitlines() or ["git pull failed"])[-1]
+        print(f"could not update {repo} ({why}); using it as it is")
+        return False
+    after = _git(repo, "rev-parse", "HEAD").stdout.strip()
+    if after != before:
+        print(f"updated {repo} to {after[:7]}")
+    return after != before
 
 
 if __name__ == "__main__":   # python -m landmarklib.colab install   (setup_env.sh, in Colab)
