@@ -20,8 +20,8 @@ from pathlib import Path
 
 from . import colab
 from .ablation import GRIDS
-from .config import DEFAULTS, DEMO, RECIPES, RUN, SEED_MAX, SETTINGS, quick_profile
-from .data import UNPACKED_MARKER, fingerprint, has_layout, unpack_contest
+from .config import DEFAULTS, DEMO, RECIPE_KEYS, RECIPES, RUN, SEED_MAX, SETTINGS, quick_profile
+from .data import UNPACKED_MARKER, fingerprint, has_layout, is_synthetic, unpack_contest
 from .errors import DataError
 from .predict import TTA
 from .settings import Setting, by_name, parse_bool
@@ -62,7 +62,8 @@ PARAMETERS: dict[str, tuple[Setting, ...]] = {
         Setting("folds", 4, "the out-of-fold models", bounds="[2, 100]"),
         SETTINGS["epochs"].with_default(_EDA["epochs"]), SETTINGS["crop_size"].with_default(_EDA["crop_size"]),
         SETTINGS["device"], *SOURCE),
-    "train": RUN + SOURCE,
+    # A setting some named recipe sets is None here, "the recipe's value": a value given wins, whatever it is.
+    "train": tuple(s.with_default(None) if s.name in RECIPE_KEYS else s for s in RUN) + SOURCE,
     "lr_drop_ablation": (
         SETTINGS["data_dir"],
         Setting("grid_dir", None, "every run of the grid goes under here; None: <runs folder>/ablation", kind="path"),
@@ -162,24 +163,44 @@ def ensure_data(data_dir: Path | str, zip_path: Path | str | None = None, test_p
                     f"for the synthetic demo set")
 
 
+def drive_zip(folder: Path | None = None) -> Path:
+    """The contest zip in MyDrive/landmarklib/ (colab.DRIVE_HOME), where a Colab user puts it: the one
+    .zip there, said in one line; none, or several, is a DataError saying what to do."""
+    folder = folder or colab.DRIVE_HOME
+    zips = sorted(p for p in folder.glob("*.zip") if p.is_file()) if folder.is_dir() else []
+    if len(zips) == 1:
+        print(f"zip_path: {zips[0]} (the one .zip in {folder})")
+        return zips[0]
+    if zips:
+        raise DataError(f"{folder} holds {len(zips)} zips ({', '.join(z.name for z in zips)}); "
+                        f"give zip_path, the one to use")
+    raise DataError(f"no contest zip in {folder}: put it there (with test_points.csv beside it if yours came "
+                    f"separately), or give zip_path, or demo=True for the synthetic demo set")
+
+
 def prepare_data(data_dir: str, zip_path: str | None = None, test_points_path: str | None = None,
                  demo: bool | None = None, quick: bool = False) -> Path:
     """The data a notebook works on, brought back on a fresh runtime or after a Colab recycle
-    (ensure_data): every notebook calls this with the same four parameters. demo=None: the
-    synthetic demo set only where nothing else can be meant, the default data_dir that does not
-    exist yet outside Colab (a fresh clone), said loudly; True: the demo set; False: never."""
+    (ensure_data): every notebook calls this with the same four parameters. With no zip_path and no
+    contest data in data_dir, where Google Drive is mounted (or can be: Colab with a person at it),
+    the zip is the one in MyDrive/landmarklib/ (drive_zip). demo=None: the synthetic demo set only
+    where nothing else can be meant, the default data_dir that does not exist yet outside Colab (a
+    fresh clone), said loudly; True: the demo set; False: never."""
     for path, what in ((zip_path, "zip_path"), (test_points_path, "test_points_path")):
         if path and Path(path).is_relative_to(colab.DRIVE) and not colab.mount():
             raise DataError(f"{what} {path} is on Google Drive, which is not mounted on this runtime, and a headless "
                             f"run cannot mount it (the sign-in needs a person): mount Drive in an open notebook "
                             f"on this runtime first (from google.colab import drive; drive.mount('{colab.DRIVE}')), "
                             f"or copy the file to local disk")
-    default = Path(data_dir) == Path(DEFAULTS["data_dir"])
+    d = Path(data_dir)
     demo = None if demo is None else parse_bool(demo, "demo")
+    ready = has_layout(d) and (not is_synthetic(d) or (d / UNPACKED_MARKER).is_file())   # nothing to look for
+    if not zip_path and demo is not True and not ready and colab.mount():
+        zip_path = drive_zip()
     if demo is None:
-        demo = default and not Path(data_dir).exists() and not zip_path and not colab.on_colab()
+        demo = d == Path(DEFAULTS["data_dir"]) and not d.exists() and not zip_path and not colab.on_colab()
     size = quick_profile(DEMO) if quick else DEMO
-    d = ensure_data(data_dir, zip_path, test_points_path, demo=demo, demo_size=size)
+    d = ensure_data(d, zip_path, test_points_path, demo=demo, demo_size=size)
     if fingerprint(d)["synthetic"]:
         print(f"DEMO DATA: {d} holds the synthetic demo set, not the contest data "
               f"(give data_dir or zip_path for the contest data)")

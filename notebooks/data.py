@@ -5,12 +5,11 @@
 #     gpuType: T4
 #     provenance: []
 #   jupytext:
-#     notebook_metadata_filter: accelerator,colab
+#     notebook_metadata_filter: accelerator,colab,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -18,54 +17,50 @@
 # ---
 
 # %% [markdown]
-# # Data: the contest archive (or the synthetic demo set), checked and cached
+# # 1 · Data: the contest archive, checked and cached
 #
-# With `zip_path` set (in Colab: the contest zip on your Drive, which is mounted for it), the zip is
-# copied to local disk, unpacked into `data_dir` and the local copy removed; the 2020
-# `test_points.csv` that came separately is picked up from `test_points_path` or from next to the zip.
-# `demo = True` makes the synthetic demo set instead (same layout, same point semantics, with test
-# ground truth and planted bad annotations), only into a new or empty folder; by default (`None`) it
-# is made only for the default `data_dir` on a fresh clone, and any other missing folder is an error.
-
-# %% [markdown]
-# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib (or updates
-# the clone) and installs it with `--no-deps`, so Colab's own CUDA build of torch and its kernel
-# packages are never replaced and no restart is needed. Elsewhere it only moves to the repository
-# root, where the paths below are relative to.
+# Start here: it tells you whether the data is right before you spend GPU time on it. In Colab, put
+# the contest zip in `MyDrive/landmarklib/` on Google Drive (the 2020 `test_points.csv` beside it, if
+# yours came separately), choose a GPU runtime (Runtime → Change runtime type) and run all cells. The
+# notebook signs in to Drive, copies the zip to this runtime's local disk, unpacks it into `data/`,
+# checks every file, builds the decode cache and draws a few faces with their landmarks. The other
+# notebooks bring the data back the same way on their own runtimes: nothing here needs keeping.
+#
+# No zip yet? Set `demo = True`: a synthetic demo set in the exact contest format (with test labels,
+# so a submission can be scored, and planted bad annotations), made in seconds.
 
 # %%
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork (then also the badges in README.md)
-if Path.cwd().name == "notebooks":   # Jupyter started in notebooks/: work from the repository root
-    os.chdir("..")
-if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file():
-    # Opened from a badge: a Colab runtime in /content. Clone the repository, or update the clone an
-    # earlier session left, then install it with --no-deps (Colab's torch and kernel stay as they are).
-    # A headless run (papermill) starts at the repository root and skips all of this.
-    repo = Path("landmarklib").resolve()
-    if not repo.is_dir():
-        subprocess.run(["git", "clone", "-q", REPO_URL, str(repo)], check=True)
-    elif subprocess.run(["git", "-C", str(repo), "pull", "-q", "--ff-only"]).returncode:
-        print(f"could not update {repo} (see git's message above); using it as it is")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
-    sys.path.insert(0, str(repo))
-    os.chdir(repo)
+# @title Setup { display-mode: "form" }
+# @markdown In Colab this clones landmarklib into `/content` (a later session updates the clone) and
+# @markdown installs what Colab lacks, never its own torch. Elsewhere it only finds the repository root.
+# @markdown A fork? Put its address here, and in README.md's badges.
+REPO_URL = "https://github.com/landmarklib/landmarklib"  # @param {type:"string"}
+import importlib.util, os, subprocess, sys
+# A fresh Colab runtime, with a person at it: clone. A headless kernel (papermill) never clones.
+if "google.colab" in sys.modules and get_ipython().kernel._allow_stdin and not importlib.util.find_spec("landmarklib"):
+    subprocess.run(["git", "clone", "-q", REPO_URL, "landmarklib"], check=True)
+for root in ("landmarklib", ".."):   # the clone, seen from Colab's /content; the repository, seen from notebooks/
+    if os.path.isfile(os.path.join(root, "landmarklib", "__init__.py")):
+        sys.path.insert(0, os.path.abspath(root))
+from landmarklib.colab import setup
+setup()   # Colab: update the clone, install what it lacks; everywhere: work from the repository root
 
 # %% tags=["parameters"]
-data_dir = "data"
-out_dir = None                # where the figures go; None: <runs folder>/data (on Drive in Colab)
-zip_path = None               # e.g. "/content/drive/MyDrive/landmarks/contest.zip"
-test_points_path = None
-demo = None                   # True: the synthetic demo set (landmarklib.config.DEMO); None: see above
-cache_dir = None              # default <data_dir>/cache; keep it on local disk, never on Drive
-crop_size = 128
-resize_mode = "crop"
-mount_drive = True            # in Colab: the figures go to Drive
-quick = False
+# @title Parameters { display-mode: "form" }
+# @markdown Each one is checked before anything runs; headless, `papermill -p NAME VALUE` sets it.
+# @markdown ### Data: the contest zip in MyDrive/landmarklib/ is found by itself
+zip_path = None  # @param {type:"raw"}
+test_points_path = None  # @param {type:"raw"}
+demo = None  # @param {type:"raw"}
+data_dir = "data"  # @param {type:"string"}
+# @markdown ### Decode cache
+crop_size = 128  # @param {type:"integer"}
+resize_mode = "crop"  # @param ["crop", "pad"]
+cache_dir = None  # @param {type:"raw"}
+# @markdown ### Outputs: figures on Drive in Colab
+out_dir = None  # @param {type:"raw"}
+mount_drive = True  # @param {type:"boolean"}
+quick = False  # @param {type:"boolean"}
 
 # %%
 from landmarklib.notebook import check_parameters
@@ -73,6 +68,8 @@ from landmarklib.notebook import check_parameters
 globals().update(check_parameters("data", globals()))   # every -p: a known name, the right type
 
 # %%
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 

@@ -5,12 +5,11 @@
 #     gpuType: T4
 #     provenance: []
 #   jupytext:
-#     notebook_metadata_filter: accelerator,colab
+#     notebook_metadata_filter: accelerator,colab,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -18,57 +17,52 @@
 # ---
 
 # %% [markdown]
-# # Bad annotations: rank every training label by how implausible it is
+# # 2 · Bad annotations: which training labels to leave out
 #
-# Shape stage (seconds): points far outside the image, a Procrustes + PCA shape model, group geometry.
-# Image stage: out-of-fold predictions of a quick model; a plausible shape in the wrong place shows
-# up as label/prediction disagreement. Writes `bad_annotations.csv` for `train.ipynb`'s `blocklist`,
-# the figures and each finished out-of-fold model's scores into `out_dir` (on Drive in Colab): rerun
-# after a disconnect, it takes up the folds already done.
-
-# %% [markdown]
-# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib (or updates
-# the clone) and installs it with `--no-deps`, so Colab's own CUDA build of torch and its kernel
-# packages are never replaced and no restart is needed. Elsewhere it only moves to the repository
-# root, where the paths below are relative to.
+# Ranks every training label by how implausible it is and writes `bad_annotations.csv`
+# (`MyDrive/landmarklib/runs/eda/` in Colab). Give its path to `train.ipynb` as `blocklist` to train
+# without the flagged rows. The shape stage (seconds) compares each face's points with a shape model
+# of faces: points far outside the image, a mirrored or scrambled face, wrong proportions. The image
+# stage trains `folds` quick models, each predicting the images it did not see, and flags labels far
+# from the face the model sees. After a disconnect, run all again: the folds already done are kept.
 
 # %%
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork (then also the badges in README.md)
-if Path.cwd().name == "notebooks":   # Jupyter started in notebooks/: work from the repository root
-    os.chdir("..")
-if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file():
-    # Opened from a badge: a Colab runtime in /content. Clone the repository, or update the clone an
-    # earlier session left, then install it with --no-deps (Colab's torch and kernel stay as they are).
-    # A headless run (papermill) starts at the repository root and skips all of this.
-    repo = Path("landmarklib").resolve()
-    if not repo.is_dir():
-        subprocess.run(["git", "clone", "-q", REPO_URL, str(repo)], check=True)
-    elif subprocess.run(["git", "-C", str(repo), "pull", "-q", "--ff-only"]).returncode:
-        print(f"could not update {repo} (see git's message above); using it as it is")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
-    sys.path.insert(0, str(repo))
-    os.chdir(repo)
+# @title Setup { display-mode: "form" }
+# @markdown In Colab this clones landmarklib into `/content` (a later session updates the clone) and
+# @markdown installs what Colab lacks, never its own torch. Elsewhere it only finds the repository root.
+# @markdown A fork? Put its address here, and in README.md's badges.
+REPO_URL = "https://github.com/landmarklib/landmarklib"  # @param {type:"string"}
+import importlib.util, os, subprocess, sys
+# A fresh Colab runtime, with a person at it: clone. A headless kernel (papermill) never clones.
+if "google.colab" in sys.modules and get_ipython().kernel._allow_stdin and not importlib.util.find_spec("landmarklib"):
+    subprocess.run(["git", "clone", "-q", REPO_URL, "landmarklib"], check=True)
+for root in ("landmarklib", ".."):   # the clone, seen from Colab's /content; the repository, seen from notebooks/
+    if os.path.isfile(os.path.join(root, "landmarklib", "__init__.py")):
+        sys.path.insert(0, os.path.abspath(root))
+from landmarklib.colab import setup
+setup()   # Colab: update the clone, install what it lacks; everywhere: work from the repository root
 
 # %% tags=["parameters"]
-data_dir = "data"
-out_dir = None                # bad_annotations.csv, figures, folds; None: <runs folder>/eda (Drive in Colab)
-out = None                    # None: <out_dir>/bad_annotations.csv
-zip_path = None               # the contest zip (e.g. on Drive): unpacked into data_dir on a fresh runtime
-test_points_path = None
-demo = None
-use_model = True              # False: the fast shape-only stage
-k = None                      # None: each stage's threshold from its own scores; a number: one robust z for all
-folds = 4                     # the out-of-fold models (their recipe: landmarklib.config.RECIPES["eda"])
-epochs = 6
-crop_size = 64
-device = "auto"
-mount_drive = True            # in Colab: outputs on Drive
-quick = False
+# @title Parameters { display-mode: "form" }
+# @markdown Each one is checked before anything runs; headless, `papermill -p NAME VALUE` sets it.
+# @markdown ### Detector
+# @markdown `k` None: each stage's threshold from its own scores
+use_model = True  # @param {type:"boolean"}
+k = None  # @param {type:"raw"}
+folds = 4  # @param {type:"integer"}
+epochs = 6  # @param {type:"integer"}
+crop_size = 64  # @param {type:"integer"}
+device = "auto"  # @param {type:"string"}
+# @markdown ### Data: the contest zip in MyDrive/landmarklib/ is found by itself
+zip_path = None  # @param {type:"raw"}
+test_points_path = None  # @param {type:"raw"}
+demo = None  # @param {type:"raw"}
+data_dir = "data"  # @param {type:"string"}
+# @markdown ### Outputs: bad_annotations.csv and figures on Drive in Colab
+out_dir = None  # @param {type:"raw"}
+out = None  # @param {type:"raw"}
+mount_drive = True  # @param {type:"boolean"}
+quick = False  # @param {type:"boolean"}
 
 # %%
 from landmarklib.notebook import check_parameters
@@ -76,6 +70,8 @@ from landmarklib.notebook import check_parameters
 globals().update(check_parameters("eda_bad_annotations", globals()))   # every -p: a known name, the right type
 
 # %%
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
@@ -107,7 +103,7 @@ plt.show()
 # %%
 top = scores.head(8)
 fig = landmark_grid(*eda.labelled_images(data_dir, top),   # reads only these lines of landmarks.csv
-                    titles=[f"{r.reason} ({r.score:.1f}x threshold)" for r in top.itertuples()])
+                    titles=[eda.caption(r) for r in top.itertuples()])
 save(fig, eda_dir / "eda_worst.png")
 print(f"figures in {eda_dir}")
 plt.show()

@@ -5,12 +5,11 @@
 #     gpuType: T4
 #     provenance: []
 #   jupytext:
-#     notebook_metadata_filter: accelerator,colab
+#     notebook_metadata_filter: accelerator,colab,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -18,67 +17,57 @@
 # ---
 
 # %% [markdown]
-# # Ablation: which knob gave the gain
+# # 4 · Ablation: which knob gave the gain
 #
-# Runs `train.ipynb` through papermill once per configuration and seed, each into its own run dir
-# named by its recipe (finished runs are skipped, so rerunning this notebook only fills gaps), then
-# compares validation MSE in original pixels. Every run is the default recipe with one knob turned.
-# The default grid is the LR schedule (constant, one drop, two drops, reduce-on-plateau, cosine),
-# then MSE vs SmoothL1 at the best schedule. Other grids (`-p grid_name NAME`): `loss`, `arch`
-# (resnext50 vs resnet101), `blocklist` (with vs without the EDA's flagged rows), `resize` (centre
-# crop vs pad), `warmup` (none, 5 %, 20 % of the run), `optimizer` (Adam, AdamW, Adam then AdamW
-# from half-way), `augment` (none, flip, full; the table gives the images/s each costs), `restarts`
-# (one drop vs drop, back to the peak, drop again), `batch` (64 vs 256, LR scaled by sqrt or linearly).
-
-# %% [markdown]
-# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib (or updates
-# the clone) and installs it with `--no-deps`, so Colab's own CUDA build of torch and its kernel
-# packages are never replaced and no restart is needed. Elsewhere it only moves to the repository
-# root, where the paths below are relative to.
+# Trains `train.ipynb` once per arm of a grid and per seed, each run into its own folder under
+# `MyDrive/landmarklib/runs/ablation/` (finished runs are skipped, so running again only fills gaps),
+# then plots and tabulates validation MSE in original pixels. Each arm turns one knob of the recipe in
+# the form. Grids (`grid_name`): `lr_drop` (constant, one drop, two drops, reduce on plateau, cosine;
+# then MSE vs SmoothL1 at the best), `loss`, `arch`, `blocklist` (needs `blocklist`), `resize`,
+# `warmup`, `optimizer`, `augment`, `restarts`, `batch`.
 
 # %%
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork (then also the badges in README.md)
-if Path.cwd().name == "notebooks":   # Jupyter started in notebooks/: work from the repository root
-    os.chdir("..")
-if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file():
-    # Opened from a badge: a Colab runtime in /content. Clone the repository, or update the clone an
-    # earlier session left, then install it with --no-deps (Colab's torch and kernel stay as they are).
-    # A headless run (papermill) starts at the repository root and skips all of this.
-    repo = Path("landmarklib").resolve()
-    if not repo.is_dir():
-        subprocess.run(["git", "clone", "-q", REPO_URL, str(repo)], check=True)
-    elif subprocess.run(["git", "-C", str(repo), "pull", "-q", "--ff-only"]).returncode:
-        print(f"could not update {repo} (see git's message above); using it as it is")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
-    sys.path.insert(0, str(repo))
-    os.chdir(repo)
+# @title Setup { display-mode: "form" }
+# @markdown In Colab this clones landmarklib into `/content` (a later session updates the clone) and
+# @markdown installs what Colab lacks, never its own torch. Elsewhere it only finds the repository root.
+# @markdown A fork? Put its address here, and in README.md's badges.
+REPO_URL = "https://github.com/landmarklib/landmarklib"  # @param {type:"string"}
+import importlib.util, os, subprocess, sys
+# A fresh Colab runtime, with a person at it: clone. A headless kernel (papermill) never clones.
+if "google.colab" in sys.modules and get_ipython().kernel._allow_stdin and not importlib.util.find_spec("landmarklib"):
+    subprocess.run(["git", "clone", "-q", REPO_URL, "landmarklib"], check=True)
+for root in ("landmarklib", ".."):   # the clone, seen from Colab's /content; the repository, seen from notebooks/
+    if os.path.isfile(os.path.join(root, "landmarklib", "__init__.py")):
+        sys.path.insert(0, os.path.abspath(root))
+from landmarklib.colab import setup
+setup()   # Colab: update the clone, install what it lacks; everywhere: work from the repository root
 
 # %% tags=["parameters"]
-data_dir = "data"
-grid_dir = None               # every run of the grid goes under here; None: runs/ablation (Drive in Colab)
-grid_name = "lr_drop"
-seeds = [0, 1]
-arch = "resnet18"
-epochs = 6
-batch_size = 32
-lr = None                     # None: 2e-3 from random init, 1e-3 from pretrained weights; quoted for batch 32
-loss = "smoothl1"
-crop_size = 64
-augment = "flip"
-blocklist = None              # the blocklist grid needs bad_annotations.csv from eda_bad_annotations.ipynb
-device = "auto"
-zip_path = None               # the contest zip (e.g. on Drive): unpacked into data_dir on a fresh runtime
-test_points_path = None
-demo = None
-mount_drive = True            # in Colab: runs on Drive
-loss_follow_up = True         # lr_drop grid: then MSE vs SmoothL1 at the best schedule
-# blocklist (above), when given: then with vs without the flagged rows at the best configuration
-quick = False
+# @title Parameters { display-mode: "form" }
+# @markdown Each one is checked before anything runs; headless, `papermill -p NAME VALUE` sets it.
+# @markdown ### The grid
+grid_name = "lr_drop"  # @param ["lr_drop", "loss", "arch", "blocklist", "warmup", "resize", "optimizer", "augment", "restarts", "batch"]
+seeds = [0, 1]  # @param {type:"raw"}
+loss_follow_up = True  # @param {type:"boolean"}
+blocklist = None  # @param {type:"raw"}
+# @markdown ### The recipe every arm shares
+arch = "resnet18"  # @param ["resnet18", "resnet34", "resnet50", "resnext50", "resnet101", "efficientnet_b0", "efficientnet_b3", "convnext_tiny", "timm:resnet34d"] {allow-input: true}
+epochs = 6  # @param {type:"integer"}
+batch_size = 32  # @param {type:"integer"}
+lr = None  # @param {type:"raw"}
+loss = "smoothl1"  # @param ["mse", "smoothl1", "l1", "wing"]
+crop_size = 64  # @param {type:"integer"}
+augment = "flip"  # @param ["none", "flip", "full"]
+device = "auto"  # @param {type:"string"}
+# @markdown ### Data: the contest zip in MyDrive/landmarklib/ is found by itself
+zip_path = None  # @param {type:"raw"}
+test_points_path = None  # @param {type:"raw"}
+demo = None  # @param {type:"raw"}
+data_dir = "data"  # @param {type:"string"}
+# @markdown ### Outputs: the runs, plots and table, on Drive in Colab
+grid_dir = None  # @param {type:"raw"}
+mount_drive = True  # @param {type:"boolean"}
+quick = False  # @param {type:"boolean"}
 
 # %%
 from landmarklib.notebook import check_parameters
@@ -86,16 +75,16 @@ from landmarklib.notebook import check_parameters
 globals().update(check_parameters("lr_drop_ablation", globals()))   # every -p: a known name, the right type
 
 # %%
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
 from landmarklib import ablation
-from landmarklib.colab import install_missing
 from landmarklib.notebook import output_path, prepare_data
 from landmarklib.plots import plot_ablation, save
 
-install_missing(["papermill>=2.5"])   # not preinstalled in Colab; installed without touching Colab's packages
 prepare_data(data_dir, zip_path, test_points_path, demo, quick)   # the runs below find it unpacked
 base = dict(data_dir=str(Path(data_dir).resolve()), arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
             loss=loss, crop_size=crop_size, augment=augment, device=device)

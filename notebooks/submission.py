@@ -5,12 +5,11 @@
 #     gpuType: T4
 #     provenance: []
 #   jupytext:
-#     notebook_metadata_filter: accelerator,colab
+#     notebook_metadata_filter: accelerator,colab,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -18,51 +17,47 @@
 # ---
 
 # %% [markdown]
-# # Submission: predict the test set, write and validate `submission.csv`, score when truth exists
+# # 5 · Submission: predict the test set, write and check `submission.csv`
 #
-# Several run dirs average their predictions in original pixels (an ensemble); `tta = "flip"` also
-# averages each image with its mirror (landmarks re-indexed).
-
-# %% [markdown]
-# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib (or updates
-# the clone) and installs it with `--no-deps`, so Colab's own CUDA build of torch and its kernel
-# packages are never replaced and no restart is needed. Elsewhere it only moves to the repository
-# root, where the paths below are relative to.
+# Takes `best.pt` of the latest run on Drive (or of each run in `run_dirs`: several are averaged, an
+# ensemble), predicts every test image and its mirror (`tta = "flip"`), writes `submission.csv` in the
+# contest format (`MyDrive/landmarklib/runs/` in Colab), checks it as the leaderboard would, and scores
+# it where the test labels are known (the demo set).
 
 # %%
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork (then also the badges in README.md)
-if Path.cwd().name == "notebooks":   # Jupyter started in notebooks/: work from the repository root
-    os.chdir("..")
-if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file():
-    # Opened from a badge: a Colab runtime in /content. Clone the repository, or update the clone an
-    # earlier session left, then install it with --no-deps (Colab's torch and kernel stay as they are).
-    # A headless run (papermill) starts at the repository root and skips all of this.
-    repo = Path("landmarklib").resolve()
-    if not repo.is_dir():
-        subprocess.run(["git", "clone", "-q", REPO_URL, str(repo)], check=True)
-    elif subprocess.run(["git", "-C", str(repo), "pull", "-q", "--ff-only"]).returncode:
-        print(f"could not update {repo} (see git's message above); using it as it is")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
-    sys.path.insert(0, str(repo))
-    os.chdir(repo)
+# @title Setup { display-mode: "form" }
+# @markdown In Colab this clones landmarklib into `/content` (a later session updates the clone) and
+# @markdown installs what Colab lacks, never its own torch. Elsewhere it only finds the repository root.
+# @markdown A fork? Put its address here, and in README.md's badges.
+REPO_URL = "https://github.com/landmarklib/landmarklib"  # @param {type:"string"}
+import importlib.util, os, subprocess, sys
+# A fresh Colab runtime, with a person at it: clone. A headless kernel (papermill) never clones.
+if "google.colab" in sys.modules and get_ipython().kernel._allow_stdin and not importlib.util.find_spec("landmarklib"):
+    subprocess.run(["git", "clone", "-q", REPO_URL, "landmarklib"], check=True)
+for root in ("landmarklib", ".."):   # the clone, seen from Colab's /content; the repository, seen from notebooks/
+    if os.path.isfile(os.path.join(root, "landmarklib", "__init__.py")):
+        sys.path.insert(0, os.path.abspath(root))
+from landmarklib.colab import setup
+setup()   # Colab: update the clone, install what it lacks; everywhere: work from the repository root
 
 # %% tags=["parameters"]
-data_dir = "data"
-run_dirs = None               # one run dir, or a list of them for an ensemble; None: the latest run
-checkpoint = "best.pt"
-tta = "flip"
-out = None                    # None: <runs folder>/submission.csv (on Drive in Colab)
-zip_path = None               # the contest zip (e.g. on Drive): unpacked into data_dir on a fresh runtime
-test_points_path = None
-demo = None
-device = "auto"
-mount_drive = True            # in Colab: runs are on Drive, and submission.csv goes there
-quick = False
+# @title Parameters { display-mode: "form" }
+# @markdown Each one is checked before anything runs; headless, `papermill -p NAME VALUE` sets it.
+# @markdown ### Which runs
+# @markdown `run_dirs` None: the latest run
+run_dirs = None  # @param {type:"raw"}
+checkpoint = "best.pt"  # @param ["best.pt", "last.pt"]
+tta = "flip"  # @param ["none", "flip"]
+device = "auto"  # @param {type:"string"}
+# @markdown ### Data: the contest zip in MyDrive/landmarklib/ is found by itself
+zip_path = None  # @param {type:"raw"}
+test_points_path = None  # @param {type:"raw"}
+demo = None  # @param {type:"raw"}
+data_dir = "data"  # @param {type:"string"}
+# @markdown ### Outputs: submission.csv, on Drive in Colab
+out = None  # @param {type:"raw"}
+mount_drive = True  # @param {type:"boolean"}
+quick = False  # @param {type:"boolean"}
 
 # %%
 from landmarklib.notebook import check_parameters
@@ -70,6 +65,8 @@ from landmarklib.notebook import check_parameters
 globals().update(check_parameters("submission", globals()))   # every -p: a known name, the right type
 
 # %%
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 

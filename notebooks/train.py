@@ -5,12 +5,11 @@
 #     gpuType: T4
 #     provenance: []
 #   jupytext:
-#     notebook_metadata_filter: accelerator,colab
+#     notebook_metadata_filter: accelerator,colab,-jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -18,98 +17,90 @@
 # ---
 
 # %% [markdown]
-# # Train one model
+# # 3 · Train one model
 #
-# The same `landmarklib.train.fit` as `python -m landmarklib.train`. The run goes to `run_dir`, by
-# default `runs/<run name>` (the name spells the recipe; `demo_<run name>` on the demo set), and in
-# Colab to `MyDrive/landmarklib/runs/<run name>` on Google Drive, which outlives the runtime. Rerunning the
-# notebook from the top after a disconnect unpacks the data again from `zip_path` if it is gone,
-# rebuilds the cache and resumes from `last.pt` on Drive: a disconnect costs at most one epoch. A
-# finished run is not trained again. Validation MSE is in original-image pixels, the leaderboard's unit.
-
-# %% [markdown]
-# **Setup.** In Colab (Runtime → Change runtime type → GPU) this cell clones landmarklib (or updates
-# the clone) and installs it with `--no-deps`, so Colab's own CUDA build of torch and its kernel
-# packages are never replaced and no restart is needed. Elsewhere it only moves to the repository
-# root, where the paths below are relative to.
+# Choose an architecture (and anything else in the form) and run all cells. The run goes to
+# `MyDrive/landmarklib/runs/<run name>` in Colab (`runs/` elsewhere); its name spells the recipe, so
+# two recipes never share a folder. After a disconnect, run all again: the data comes back from the
+# zip and training resumes from the last epoch saved on Drive; a finished run is not trained again.
+# Validation MSE is in original-image pixels, the leaderboard's unit.
 
 # %%
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO_URL = "https://github.com/landmarklib/landmarklib"  # or your fork (then also the badges in README.md)
-if Path.cwd().name == "notebooks":   # Jupyter started in notebooks/: work from the repository root
-    os.chdir("..")
-if "google.colab" in sys.modules and not Path("landmarklib/__init__.py").is_file():
-    # Opened from a badge: a Colab runtime in /content. Clone the repository, or update the clone an
-    # earlier session left, then install it with --no-deps (Colab's torch and kernel stay as they are).
-    # A headless run (papermill) starts at the repository root and skips all of this.
-    repo = Path("landmarklib").resolve()
-    if not repo.is_dir():
-        subprocess.run(["git", "clone", "-q", REPO_URL, str(repo)], check=True)
-    elif subprocess.run(["git", "-C", str(repo), "pull", "-q", "--ff-only"]).returncode:
-        print(f"could not update {repo} (see git's message above); using it as it is")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(repo)], check=True)
-    sys.path.insert(0, str(repo))
-    os.chdir(repo)
+# @title Setup { display-mode: "form" }
+# @markdown In Colab this clones landmarklib into `/content` (a later session updates the clone) and
+# @markdown installs what Colab lacks, never its own torch. Elsewhere it only finds the repository root.
+# @markdown A fork? Put its address here, and in README.md's badges.
+REPO_URL = "https://github.com/landmarklib/landmarklib"  # @param {type:"string"}
+import importlib.util, os, subprocess, sys
+# A fresh Colab runtime, with a person at it: clone. A headless kernel (papermill) never clones.
+if "google.colab" in sys.modules and get_ipython().kernel._allow_stdin and not importlib.util.find_spec("landmarklib"):
+    subprocess.run(["git", "clone", "-q", REPO_URL, "landmarklib"], check=True)
+for root in ("landmarklib", ".."):   # the clone, seen from Colab's /content; the repository, seen from notebooks/
+    if os.path.isfile(os.path.join(root, "landmarklib", "__init__.py")):
+        sys.path.insert(0, os.path.abspath(root))
+from landmarklib.colab import setup
+setup()   # Colab: update the clone, install what it lacks; everywhere: work from the repository root
 
 # %% tags=["parameters"]
-# Every run setting of landmarklib.config.RUN, with its default (a test keeps them equal); papermill -p
-# overrides any of them, and each is checked against its declaration before anything is written.
-# A value equal to its default leaves the named recipe's. `python -m landmarklib.train --help` says
-# what each one does and allows.
-data_dir = "data"
-run_dir = None                # None: runs/<run name> (on Drive in Colab; demo_<run name> on the demo set)
-cache_dir = None              # default <data_dir>/cache; keep it on local disk, never on Drive
-arch = "resnet18"
-pretrained = "auto"           # auto: ImageNet weights for the contest data, none for the demo set
+# @title Parameters { display-mode: "form" }
+# @markdown Each one is checked before anything runs; headless, `papermill -p NAME VALUE` sets it.
+# @markdown ### What to train
+# @markdown `None` takes the recipe's value. The landmarklib recipe's: epochs 12, batch_size 32, crop_size 128,
+# @markdown loss smoothl1, augment flip; lr 0.002 from random init, 0.001 from pretrained weights.
+arch = "resnet18"  # @param ["resnet18", "resnet34", "resnet50", "resnext50", "resnet101", "efficientnet_b0", "efficientnet_b3", "convnext_tiny", "timm:resnet34d"] {allow-input: true}
+pretrained = "auto"  # @param ["auto", "true", "false"]
+recipe = "landmarklib"  # @param ["landmarklib", "seed", "ablation", "eda"]
+epochs = None  # @param {type:"raw"}
+batch_size = None  # @param {type:"raw"}
+lr = None  # @param {type:"raw"}
+crop_size = None  # @param {type:"raw"}
+loss = None  # @param {type:"raw"}
+augment = None  # @param {type:"raw"}
+blocklist = None  # @param {type:"raw"}
+seed = 0  # @param {type:"integer"}
+# @markdown ### Data: the contest zip in MyDrive/landmarklib/ is found by itself
+zip_path = None  # @param {type:"raw"}
+test_points_path = None  # @param {type:"raw"}
+demo = None  # @param {type:"raw"}
+data_dir = "data"  # @param {type:"string"}
+# @markdown ### Outputs: the run dir, on Drive in Colab
+run_dir = None  # @param {type:"raw"}
+mount_drive = True  # @param {type:"boolean"}
+quick = False  # @param {type:"boolean"}
+# Every other run setting, at its default (None: the recipe's value, for optimizer, weight_decay,
+# schedule, drop_at, drop_factor, warmup, lr_scaling, resize_mode, precise_bn). `python -m
+# landmarklib.train --help` says what each one does and allows.
+cache_dir = None
 weights_path = None
-epochs = 12
-batch_size = 32
-lr = None                     # None: 2e-3 from random init, 1e-3 from pretrained weights; quoted for batch 32
-optimizer = "adamw"
-backbone_lr = 1.0              # the backbone's LR as a fraction of lr (the head's)
+optimizer = None
+backbone_lr = 1.0
 momentum = 0.9
 nesterov = True
-weight_decay = 0.01
-schedule = "onecycle"
-drop_at = None                # schedule "drop": None drops at 2/3 of the run (8 of 12, the seed recipe)
-drop_factor = 0.1
-warmup = 0.1                  # fraction of the run (onecycle has its own: 30 %)
+weight_decay = None
+schedule = None
+drop_at = None
+drop_factor = None
+warmup = None
 restart_at = []
 weight_decay_from = 0.0
-lr_scaling = "sqrt"
-recipe = "landmarklib"        # or "seed": the report's Adam 1e-3, batch 64, x0.1 at epoch 8 of 12
+lr_scaling = None
 t0 = 4
 t_mult = 1
 plateau_patience = 1
-loss = "smoothl1"
 smoothl1_beta = 0.02
 wing_w = 0.04
 wing_eps = 0.008
-crop_size = 128
-resize_mode = "crop"
-augment = "flip"
-ema = 0.0                     # weight averaging: time constant as a fraction of the run (0: off)
-precise_bn = 2048             # training images that recompute BatchNorm statistics before validation
+resize_mode = None
+ema = 0.0
+precise_bn = None
 val_fraction = 0.2
-blocklist = None
-seed = 0
 device = "auto"
-amp = "auto"                  # auto | bf16 | fp16 | off
+amp = "auto"
 channels_last = True
-compile = False               # torch.compile (opt-in)
+compile = False
 workers = None
-batch_order = "random"          # random | blocks: how a shuffled epoch reads the cache
+batch_order = "random"
 max_train_steps = None
-# Not run settings: where the data comes from, and the quick profile.
-zip_path = None               # the contest zip (e.g. on Drive): unpacked into data_dir when data_dir is gone
-test_points_path = None       # the 2020 test_points.csv that came beside the zip
-demo = None                   # None: the demo set only for the default data_dir on a fresh clone; True / False
-mount_drive = True            # in Colab: runs on Drive
-quick = False                 # True: a tiny budget that runs every code path (what the tests run)
 
 # %%
 from landmarklib.notebook import check_parameters
@@ -117,6 +108,8 @@ from landmarklib.notebook import check_parameters
 globals().update(check_parameters("train", globals()))   # every -p: a known name, the right type
 
 # %%
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -164,7 +157,7 @@ truth = train.landmarks[rows].astype(np.float64)
 mse = mse_per_image(pred, truth)
 show = np.argsort(mse)[np.linspace(0, len(mse) - 1, 8).astype(int)]
 fig = landmark_grid([Path(data_dir) / "train" / "images" / train.names[rows[i]] for i in show], [pred[i] for i in show],
-                    [truth[i] for i in show], titles=[f"MSE {mse[i]:.1f}" for i in show])
+                    [truth[i] for i in show], titles=[f"MSE {mse[i]:.1f} px²" for i in show])
 save(fig, Path(run_dir) / "val_predictions.png")
 plt.show()
 save(plot_error_by_part(error_by_part(pred, truth)), Path(run_dir) / "error_by_part.png")

@@ -1,4 +1,7 @@
+import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,3 +33,56 @@ def synth_copy(synth_dir, tmp_path) -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"]
+
+
+def snapshot_repo(dest: Path) -> Path:
+    """A git repository at dest holding this working tree as one commit (tracked files and new ones
+    git does not ignore): what a clone of it would hold."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    for f in files:
+        if (ROOT / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest / f)
+    subprocess.run(GIT + ["init", "-q"], cwd=dest, check=True)
+    subprocess.run(GIT + ["add", "-A"], cwd=dest, check=True)
+    subprocess.run(GIT + ["commit", "-qm", "snapshot"], cwd=dest, check=True)
+    return dest
+
+
+def as_another_jupytext_wrote_it(clone: Path) -> None:
+    """What `jupytext --sync` of another version did to a pair (an older run_all.sh ran it): its version
+    in the .py's header, the .ipynb written again with other metadata and cell ids."""
+    py = clone / "notebooks" / "data.py"
+    py.write_text(py.read_text().replace("#       format_version: '1.3'\n",
+                                         "#       format_version: '1.3'\n#       jupytext_version: 1.19.5\n"))
+    nb = json.loads((clone / "notebooks" / "data.ipynb").read_text())
+    nb["metadata"]["jupytext"]["text_representation"] = {"jupytext_version": "1.19.5"}
+    for i, cell in enumerate(nb["cells"]):
+        cell["id"] = f"other{i}"
+    (clone / "notebooks" / "data.ipynb").write_text(json.dumps(nb, indent=2))
+
+
+def assert_the_main_job_made_everything(run: Path) -> None:
+    """What `QUICK=1 ./run_all.sh` leaves in OUT_DIR/quick: five executed notebooks, ablation plots
+    and table, a blocklist, and a validated, locally scored submission."""
+    import nbformat
+    import pandas as pd
+    for name in ("data", "eda_bad_annotations", "train", "lr_drop_ablation", "submission"):
+        nb = nbformat.read(run / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert nb.metadata["papermill"]["exception"] is None, name
+    assert (run / "ablation" / "ablation_lr_drop.png").stat().st_size > 10_000
+    assert (run / "ablation" / "ablation_loss.png").is_file() and (run / "ablation" / "ablation_blocklist.png").is_file()
+    table = pd.read_csv(run / "ablation" / "results.csv")
+    assert len(table) == 9 and set(table["knob"]) == {"lr_drop", "loss", "blocklist"}   # 5 schedules, 2 losses, 2
+    assert (run / "ablation" / "results.md").read_text().startswith("| knob |")
+    bad = pd.read_csv(run / "bad_annotations.csv")
+    assert {"file_name", "score", "reason", "flagged"} <= set(bad.columns)
+    check = subprocess.run([sys.executable, "-m", "landmarklib.submission", "check", str(run / "submission.csv"),
+                            "--data-dir", str(run / "data")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert "local score (synthetic ground truth): MSE" in (run / "notebooks" / "submission.ipynb").read_text()

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from landmarklib import ablation
+from landmarklib.errors import DataError
 from landmarklib.config import make_config, run_name
 from landmarklib.schedules import lr_factor, peak_lr, weight_decay_at
 
@@ -115,3 +116,22 @@ def test_the_final_mse_bars_go_log_when_an_arm_diverged():
         return {f"arm {i}": [pd.DataFrame({"epoch": [1, 2], "val_mse_px": [400.0, f]})] for i, f in enumerate(finals)}
     assert plot_ablation(curves([20.0, 1e7]), {}, "t").axes[1].get_xscale() == "log"
     assert plot_ablation(curves([20.0, 35.0]), {}, "t").axes[1].get_xscale() == "linear"
+
+
+def test_a_finished_run_is_not_run_again(tmp_path, monkeypatch):
+    """Rerunning the ablation fills gaps only: a run dir holding the same recipe's whole history is
+    taken as it is (papermill is never called for it)."""
+    import papermill
+    from pathlib import Path
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "train.ipynb"
+    base = {"arch": "resnet18", "epochs": 4, "crop_size": 32, "batch_size": 8}
+    arms = ablation.grid("lr_drop", 4)
+    executed = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: executed.append(k["parameters"]["run_dir"]))
+    done = ablation.run_dir_for(base, arms["constant"], 0, tmp_path)
+    done.mkdir(parents=True)
+    (done / "config.json").write_text(json.dumps(ablation._config(base, arms["constant"], 0) | {"run_dir": str(done)}))
+    pd.DataFrame({"epoch": [1, 2, 3, 4], "val_mse_px": [4.0, 3.0, 2.0, 1.0]}).to_csv(done / "history.csv", index=False)
+    with pytest.raises(DataError, match="holds no run"):         # the stand-in papermill writes no run: the
+        ablation.run_grid(arms, base, [0], tmp_path, nb)         # check after the first unfinished run says so
+    assert str(done) not in executed and len(executed) == 1

@@ -3,6 +3,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -12,11 +13,12 @@ from types import SimpleNamespace
 import nbformat
 import numpy as np
 import pytest
+from conftest import GIT, as_another_jupytext_wrote_it
 
 import landmarklib.cache as cache_mod
 import landmarklib.data as data_mod
 import landmarklib.eda as eda_mod
-from landmarklib import ablation, colab, notebook, progress
+from landmarklib import ablation, cells, colab, notebook, progress
 from landmarklib.config import make_config, resolve_run_dir
 from landmarklib.errors import DataError
 from landmarklib.train import summary
@@ -86,14 +88,125 @@ def test_every_notebook_brings_its_data_back_and_writes_where_the_others_read(na
 
 
 def test_one_setup_cell_everywhere_and_the_badges_name_its_repository():
-    cells = {n: [c.source for c in nbformat.read(ROOT / "notebooks" / f"{n}.ipynb", as_version=4).cells
-                 if c.cell_type == "code"][0] for n in NOTEBOOKS}
-    assert len(set(cells.values())) == 1, "the setup cells differ"
-    url = re.search(r'REPO_URL = "https://github.com/([^"]+)"', cells["data"]).group(1)
+    setups = {n: [c.source for c in nbformat.read(ROOT / "notebooks" / f"{n}.ipynb", as_version=4).cells
+                  if c.cell_type == "code"][0] for n in NOTEBOOKS}
+    assert set(setups.values()) == {cells.SETUP.rstrip("\n")}, "the setup cells differ"
+    url = re.search(r'REPO_URL = "https://github.com/([^"]+)"', setups["data"]).group(1)
     badges = re.findall(r"colab.research.google.com/github/([^/]+/[^/]+)/blob/main/notebooks/(\w+).ipynb",
                         (ROOT / "README.md").read_text())
     assert sorted(n for _, n in badges) == sorted(NOTEBOOKS) and {r for r, _ in badges} == {url}
-    assert '"pull", "-q", "--ff-only"' in cells["data"]          # an existing clone is updated
+
+
+def _git(cwd, *args):
+    return subprocess.run(GIT + list(args), cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def clone(tmp_path):
+    """A "GitHub" repository holding a notebook pair and a module, and a clone of it."""
+    origin = tmp_path / "origin"
+    (origin / "notebooks").mkdir(parents=True)
+    (origin / "landmarklib").mkdir()
+    for name in ("data.py", "data.ipynb"):
+        shutil.copy(ROOT / "notebooks" / name, origin / "notebooks" / name)
+    (origin / "landmarklib" / "x.py").write_text("X = 1\n")
+    _git(origin, "init", "-q")
+    _git(origin, "add", "-A")
+    _git(origin, "commit", "-qm", "one")
+    _git(tmp_path, "clone", "-q", str(origin), "clone")
+    (origin / "landmarklib" / "x.py").write_text("X = 2\n")
+    _git(origin, "commit", "-qam", "two")
+    return tmp_path / "clone"
+
+
+def test_a_clone_the_suite_changed_updates(clone, capsys):
+    as_another_jupytext_wrote_it(clone)
+    assert _git(clone, "status", "--porcelain")
+    assert colab.update_clone(clone) is True
+    assert (clone / "landmarklib" / "x.py").read_text() == "X = 2\n" and not _git(clone, "status", "--porcelain")
+    assert "updated" in capsys.readouterr().out
+    assert colab.update_clone(clone) is False                       # up to date: nothing to do, nothing said
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("edit", ["notebooks/data.py", "landmarklib/x.py"])
+def test_a_clone_with_your_changes_is_left_as_it_is_and_one_line_says_how_to_update(clone, capsys, edit):
+    as_another_jupytext_wrote_it(clone)
+    path = clone / edit
+    path.write_text(path.read_text().replace("1", "3", 1))
+    assert colab.update_clone(clone) is False
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"not updating {clone}: you changed {edit}") and f"git -C {clone} stash" in line
+    assert "checkout -- ." in line and "3" in path.read_text()                 # your change is still there
+    _git(clone, "checkout", "--", edit)                                       # dropped as the line says:
+    assert colab.update_clone(clone) is True                                  # now it updates
+
+
+def test_a_clone_that_cannot_pull_says_so_and_goes_on(clone, capsys):
+    shutil.rmtree(clone.parent / "origin")
+    assert colab.update_clone(clone) is False
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"could not update {clone} (") and line.endswith("using it as it is")
+
+
+@pytest.mark.parametrize("interactive", [True, False])
+def test_setup_pulls_and_installs_only_for_a_person(monkeypatch, tmp_path, interactive):
+    done = []
+    monkeypatch.setattr(colab, "interactive_colab", lambda: interactive)
+    monkeypatch.setattr(colab, "update_clone", lambda repo: done.append("pull") or False)
+    monkeypatch.setattr(colab, "install_into_colab", lambda repo: done.append("install"))
+    monkeypatch.chdir(tmp_path)
+    colab.setup()
+    assert done == ((["pull"] if (ROOT / ".git").exists() else []) + ["install"] if interactive else [])
+    assert Path.cwd() == ROOT                                         # everywhere: the repository root
+
+
+def test_installing_into_colab_runs_pip_only_for_what_a_new_process_cannot_import(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(colab.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    monkeypatch.setattr(colab, "install_missing", lambda reqs, python: [])
+    monkeypatch.setattr(colab, "installed", lambda repo, python: True)
+    colab.install_into_colab(ROOT)
+    assert calls == []                                                 # installed from here already: no pip
+    monkeypatch.setattr(colab, "installed", lambda repo, python: False)
+    colab.install_into_colab(ROOT)
+    assert calls and calls[0][-3:] == ["--no-deps", "-e", str(ROOT)]
+    monkeypatch.undo()
+    assert colab.installed(ROOT) and not colab.installed(tmp_path)     # this environment's editable install
+
+
+def _drive(monkeypatch, tmp_path, zips=()):
+    home = tmp_path / "drive" / "MyDrive" / "landmarklib"
+    home.mkdir(parents=True)
+    monkeypatch.setattr(colab, "DRIVE", tmp_path / "drive")
+    monkeypatch.setattr(colab, "MY_DRIVE", tmp_path / "drive" / "MyDrive")
+    monkeypatch.setattr(colab, "DRIVE_HOME", home)
+    for name in zips:
+        (home / name).write_bytes(b"PK")
+    return home
+
+
+def test_the_contest_zip_is_found_in_mydrive_landmarklib(synth_dir, tmp_path, monkeypatch, capsys):
+    home = _drive(monkeypatch, tmp_path)
+    shutil.make_archive(str(home / "contest"), "zip", synth_dir.parent, synth_dir.name)
+    d = notebook.prepare_data(str(tmp_path / "data"))                 # no zip_path: a mounted Drive's convention
+    assert (d / "train" / "landmarks.csv").is_file()
+    assert f"zip_path: {home / 'contest.zip'} (the one .zip in {home})" in capsys.readouterr().out
+    # the data is there now: a rerun needs no zip, and a given data set is never searched for
+    (home / "contest.zip").unlink()
+    assert notebook.prepare_data(str(tmp_path / "data")) == d
+
+
+@pytest.mark.parametrize("zips, message", [
+    ((), r"no contest zip in .*MyDrive/landmarklib: put it there \(with test_points.csv beside it .*or demo=True"),
+    (("a.zip", "b.zip"), r"MyDrive/landmarklib holds 2 zips \(a.zip, b.zip\); give zip_path, the one to use"),
+])
+def test_no_zip_or_several_on_drive_say_what_to_do_in_one_line(tmp_path, monkeypatch, zips, message):
+    _drive(monkeypatch, tmp_path, zips)
+    with pytest.raises(DataError, match=message):
+        notebook.prepare_data(str(tmp_path / "data"))
+    assert not (tmp_path / "data").exists()
+    notebook.prepare_data(str(tmp_path / "data"), demo=True, quick=True)     # asked for: the demo set, no search
 
 
 def test_a_demo_run_says_demo_in_its_folder_name(synth_dir, tmp_path):

@@ -148,7 +148,7 @@ def test_notebook_parameters_are_typed_and_named():
     with pytest.raises(ValueError, match=r"use_model: 'perhaps' is not true or false"):
         check_parameters("eda_bad_annotations", {"use_model": "perhaps"})
     params, before = notebook.declared_parameters("eda_bad_annotations")
-    assert params["folds"] == 4 and "REPO_URL" in before and "repo" in before
+    assert params["folds"] == 4 and "REPO_URL" in before and "root" in before
 
 
 def test_papermill_refuses_a_misspelt_parameter(tmp_path):

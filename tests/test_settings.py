@@ -1,15 +1,18 @@
 """One declaration per setting (config.RUN, notebook.PARAMETERS): --help, DEFAULTS, the notebooks'
 parameters cells, run names and the resume check come from it, and every value it does not allow
 is refused with the setting's name before anything is written."""
+import json
 import math
+import re
+import shutil
 from pathlib import Path
 
 import jupytext
 import pytest
 
-from landmarklib import notebook
-from landmarklib.config import DEFAULTS, RECIPES, RESUMABLE_KEYS, RUN, SETTINGS, check_same_recipe, make_config, \
-    run_name
+from landmarklib import cells, notebook
+from landmarklib.config import DEFAULTS, RECIPE_KEYS, RECIPES, RESUMABLE_KEYS, RUN, SETTINGS, check_same_recipe, \
+    make_config, notebook_config, run_name
 from landmarklib.settings import Setting, defaults, interval
 from landmarklib.train import get_args_parser, main
 
@@ -72,14 +75,71 @@ def test_defaults_and_help_come_from_the_declaration():
 
 @pytest.mark.parametrize("name", sorted(notebook.PARAMETERS))
 def test_each_notebooks_parameters_cell_is_its_declaration(name):
-    declared = defaults(notebook.PARAMETERS[name])
-    cell = _parameters_cell(name)
-    missing = {k: v for k, v in declared.items() if cell.get(k, object()) != v}
-    assert not missing and set(cell) == set(declared), (
-        f"notebooks/{name}.py's parameters cell differs from notebook.PARAMETERS[{name!r}]; it should hold:\n"
-        + "\n".join(f"{k} = {v!r}" for k, v in declared.items()))
-    if name == "train":
-        assert notebook.PARAMETERS[name][:len(RUN)] == RUN      # every run setting, and only those, then SOURCE
+    assert _parameters_cell(name) == defaults(notebook.PARAMETERS[name]), \
+        f"notebooks/{name}.py's parameters cell is not its declaration: run `python -m landmarklib.cells`"
+
+
+def test_the_train_notebook_takes_every_run_setting_and_none_is_the_recipes_value():
+    params = notebook.PARAMETERS["train"][:len(RUN)]
+    assert [s.name for s in params] == [s.name for s in RUN]
+    for s, run in zip(params, RUN):
+        assert s == (run.with_default(None) if s.name in RECIPE_KEYS else run), s.name
+    assert {"epochs", "batch_size", "crop_size", "loss", "lr", "drop_at"} <= set(RECIPE_KEYS)
+
+
+def test_running_the_cells_command_changes_nothing_and_puts_back_a_cell_edited_by_hand(tmp_path):
+    folder = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", folder)
+    assert cells.write(folder) == []            # `python -m landmarklib.cells` on the committed notebooks
+    py = folder / "train.py"
+    edited = py.read_text().replace('\nseed = 0  # @param {type:"integer"}\n', "\nseed = 1\n")
+    py.write_text(edited.replace("import importlib.util, os", "import os"))
+    assert cells.write(folder, check=True) == [py] and py.read_text() != (ROOT / "notebooks" / "train.py").read_text()
+    assert cells.write(folder) == [py]
+    assert py.read_bytes() == (ROOT / "notebooks" / "train.py").read_bytes() and cells.write(folder) == []
+
+
+@pytest.mark.parametrize("name", sorted(notebook.PARAMETERS))
+def test_the_setup_cell_is_short_and_every_form_field_parses(name):
+    nb = jupytext.read(ROOT / "notebooks" / f"{name}.py")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].source == cells.SETUP.rstrip("\n")
+    lines = [ln for ln in code[0].source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert len(lines) <= 10
+    params = next(c.source for c in code if "parameters" in c.metadata.get("tags", []))
+    fields = [ln for ln in params.splitlines() if "# @param" in ln]
+    assert fields and all(re.fullmatch(r'\w+ = .+  # @param (\{type:"\w+"\}|\[.+\]( \{allow-input: true\})?)', f)
+                          for f in fields)
+    for field in fields:    # a dropdown lists values the setting takes; its default is one of them (or typed)
+        if "# @param [" in field:
+            name_, _, rest = field.partition(" = ")
+            choices = json.loads(rest.split("# @param ", 1)[1].split(" {")[0])
+            for choice in choices:
+                notebook.check_parameters(name, _parameters_cell(name) | {name_: choice})
+    assert "=" not in "".join(ln.split("=", 1)[1] for ln in fields)   # papermill skips a line with two '='
+
+
+def _given_value(s: Setting, recipe: str):
+    """A value of the setting that is not the recipe's own: the global default where it has one (a
+    value equal to it was once dropped in the notebooks), else another allowed value."""
+    if s.default is not None and s.default != RECIPES[recipe][s.name]:
+        return s.default
+    other = _other_value(s)
+    return other if other != RECIPES[recipe][s.name] else _other_value(s.with_default(other))
+
+
+@pytest.mark.parametrize("recipe, key", [(r, k) for r, keys in RECIPES.items() for k in keys])
+def test_a_value_given_wins_over_the_recipe_in_the_notebook_as_on_the_cli(recipe, key):
+    """papermill notebooks/train.ipynb out.ipynb -p recipe R -p KEY VALUE and python -m landmarklib.train
+    --recipe R --KEY VALUE train the same config, VALUE included, for every setting a recipe sets."""
+    value = _given_value(SETTINGS[key], recipe)
+    cell = _parameters_cell("train")
+    nb_cfg = notebook_config(notebook.check_parameters("train", cell | {"recipe": recipe, key: value}))
+    flag = ["--" + key.replace("_", "-"), *map(str, value if isinstance(value, list) else [value])]
+    cli_cfg = make_config(vars(get_args_parser().parse_args(["--recipe", recipe, *flag])))
+    assert nb_cfg[key] == value and nb_cfg == cli_cfg
+    untouched = make_config({"recipe": recipe})   # and a value not given stays the recipe's
+    assert notebook_config(notebook.check_parameters("train", cell | {"recipe": recipe}))[key] == untouched[key]
 
 
 def test_recipe_defaults_of_the_notebooks_come_from_the_named_recipes():
