@@ -290,10 +290,11 @@ RULE_STAGES = ("points far outside the image", "group geometry")   # pass/fail: 
 
 def score_annotations(data_dir: Path | str, use_model: bool = True, k: float | None = None, progress: bool = True,
                       **model_kwargs) -> pd.DataFrame:
-    """Every training row with score, reason, its line in landmarks.csv, flagged and each stage's robust
-    z (z_<stage>); worst first. score is the row's largest z as a multiple of its stage's threshold, so
-    flagged is score > 1. The thresholds: with k None, each scored stage's tail_threshold of its own
-    z's; with a number k, k for every stage. df.attrs["thresholds"] holds them, stage by stage.
+    """Every training row with score, reason, rule (the reason is a failed pass/fail rule), its line in
+    landmarks.csv, flagged and each stage's robust z (z_<stage>); worst first. score is the row's
+    largest z as a multiple of its stage's threshold, so flagged is score > 1. The thresholds: with k
+    None, each scored stage's tail_threshold of its own z's; with a number k, k for every stage.
+    df.attrs["thresholds"] holds them, stage by stage, and df.attrs["rules"] the pass/fail stages.
     landmarks.csv is parsed once: with the model stage, its cache is built (or found) from this parse
     first, and the image sizes come from it instead of a pass over the headers."""
     split = load_split(data_dir, "train")
@@ -326,12 +327,13 @@ def score_annotations(data_dir: Path | str, use_model: bool = True, k: float | N
     reason = np.array(stages, dtype=object)[best]
     reason = np.where(reason == "group geometry", geometry, reason)
     df = pd.DataFrame({"file_name": names, "score": ratio.max(1), "reason": reason,
+                       "rule": np.isin(np.array(stages)[best], RULE_STAGES) & (ratio.max(1) > 0),
                        "line": np.arange(2, len(names) + 2)})
     for n in stages:
         df["z_" + n.replace(" ", "_").replace("/", "_")] = z[n]
     df["flagged"] = df["score"] > 1
     df = df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
-    df.attrs["thresholds"] = thresholds
+    df.attrs["thresholds"], df.attrs["rules"] = thresholds, RULE_STAGES
     return df
 
 
@@ -341,6 +343,12 @@ def labelled_images(data_dir: Path | str, rows: pd.DataFrame) -> tuple[list[Path
     train = Path(data_dir) / "train"
     points = read_landmark_lines(train / SPLIT_CSV["train"], rows["line"])
     return [train / "images" / name for name in rows["file_name"]], list(points)
+
+
+def caption(row) -> str:
+    """A scored row in words, for a figure's title: its reason, then how far past its stage's threshold
+    (a rule that failed has no such measure: it is said to have failed)."""
+    return f"{row.reason}\n" + ("failed rule" if row.rule else f"{row.score:.1f}× its threshold")
 
 
 def summary(df: pd.DataFrame) -> str:

@@ -25,7 +25,7 @@ def draw_landmarks(ax, image, points: np.ndarray | None = None, truth: np.ndarra
     if points is not None:
         colours = [PART_COLOURS[p] for p in _PART]
         ax.scatter(points[:, 0], points[:, 1], s=size, c=colours, linewidths=0)
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=9)
     ax.set_axis_off()
 
 
@@ -33,7 +33,7 @@ def landmark_grid(image_paths: list, points: list, truths: list | None = None, t
                   cols: int = 4) -> plt.Figure:
     n = len(image_paths)
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.5 * cols, 2.5 * rows + 0.3), squeeze=False)   # 1,000 px wide
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.set_axis_off()
@@ -42,25 +42,28 @@ def landmark_grid(image_paths: list, points: list, truths: list | None = None, t
             img = im.convert("RGB")
         draw_landmarks(ax, img, points[i], truths[i] if truths else None, titles[i] if titles else "")
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=p) for p, c in PART_COLOURS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    if truths:
+        handles.append(plt.Line2D([], [], marker="o", ls="", color="white", markeredgecolor="grey", label="truth"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
 def plot_history(history: pd.DataFrame, title: str = "") -> plt.Figure:
     """Train loss, LR and validation MSE (original pixels) per epoch."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.3))   # 1,000 px: Colab shows it without shrinking
     axes[0].plot(history["epoch"], history["train_loss"], "o-")
-    axes[0].set(title="train loss (normalized coords)", xlabel="epoch", yscale="log")
+    axes[0].set(title="train loss (normalized coordinates)", xlabel="epoch", yscale="log")
     axes[1].plot(history["epoch"], history["lr"], "o-", color="tab:orange")
     axes[1].set(title="learning rate", xlabel="epoch", yscale="log")
     axes[2].plot(history["epoch"], history["val_mse_px"], "o-", label="all 971 points")
     axes[2].plot(history["epoch"], history["val_mse30_px"], "s--", label="30 random points (contest)")
-    axes[2].set(title="validation MSE, original pixels", xlabel="epoch", yscale="log")
+    axes[2].set(title="validation MSE (px², original image)", xlabel="epoch", yscale="log")
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[2].legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
+        ax.title.set_fontsize(11)
+    axes[2].legend(fontsize=9, loc="upper right")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -74,7 +77,7 @@ def error_by_part(pred: np.ndarray, truth: np.ndarray) -> pd.Series:
 def plot_error_by_part(err: pd.Series) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.bar(err.index, err.values, color=[PART_COLOURS[p] for p in err.index])
-    ax.set(ylabel="MSE, original px", title="validation error per face part")
+    ax.set(ylabel="MSE, px² (original image)", title="validation error per face part")
     fig.tight_layout()
     return fig
 
@@ -83,7 +86,7 @@ def plot_ablation(curves: dict[str, list[pd.DataFrame]], drops: dict[str, list[i
                   metric: str = "val_mse_px") -> plt.Figure:
     """Left: validation MSE per epoch, one line per configuration (mean over seeds, band = min..max),
     drop epochs marked. Right: final MSE per configuration, each seed a dot, bar = mean."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.4), gridspec_kw={"width_ratios": [1.5, 1]})
     finals = {}
     for i, (label, runs) in enumerate(curves.items()):
         colour = f"C{i}"
@@ -97,40 +100,44 @@ def plot_ablation(curves: dict[str, list[pd.DataFrame]], drops: dict[str, list[i
                 ax.annotate("", xy=(e + 0.5, y), xytext=(e + 0.5, y * 1.6), color=colour,
                             arrowprops={"arrowstyle": "->", "color": colour})
         finals[label] = table.iloc[-1].to_numpy()
-    ax.set(xlabel="epoch", ylabel="validation MSE, original px (log)", yscale="log",
+    ax.set(xlabel="epoch", ylabel="validation MSE, px² (log)", yscale="log",
            title="validation MSE per epoch (arrows: LR drops)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     labels = list(finals)
     means = [finals[k].mean() for k in labels]
     bx.barh(labels, means, color=[f"C{i}" for i in range(len(labels))], alpha=0.5)
     for i, k in enumerate(labels):
         bx.scatter(finals[k], [i] * len(finals[k]), color="black", s=12, zorder=3)
-        bx.text(max(means[i], finals[k].max()), i, f"  {means[i]:.1f}", va="center", fontsize=8)
+        bx.text(max(means[i], finals[k].max()), i, f"  {means[i]:.1f}", va="center", fontsize=9)
     log = max(means) > 100 * min(means)   # a diverged arm (1e7 beside 20) flattens a linear axis
-    bx.set(xlabel="final validation MSE, original px" + (" (log)" if log else ""),
+    bx.set(xlabel="final validation MSE, px²" + (" (log)" if log else ""),
            xscale="log" if log else "linear", title="final MSE (dots: seeds)")
     bx.margins(x=0.15)
     bx.invert_yaxis()
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 
 
 def plot_score_histogram(df: pd.DataFrame) -> plt.Figure:
-    """score_annotations' scores (each row's worst stage, in multiples of that stage's threshold), log
-    counts, the threshold at 1; each stage's robust z threshold in a corner (pass/fail rules: 1)."""
-    fig, ax = plt.subplots(figsize=(7, 3))
-    s = df["score"].clip(lower=-0.5, upper=20)
-    ax.hist(s, bins=80, color="tab:blue")
-    ax.axvline(1, color="red", ls="--", label="threshold")
-    limits = ", ".join(f"{n} {t:.1f}" for n, t in df.attrs.get("thresholds", {}).items())
-    ax.set(yscale="log", xlabel="annotation score (robust z / its stage's threshold, clipped to 20)", ylabel="images",
-           title=f"{int(df['flagged'].sum())} of {len(df)} flagged")
-    if limits:
-        ax.text(0.99, 0.97, "z thresholds: " + limits.replace(", ", "\n"), transform=ax.transAxes, ha="right",
-                va="top", fontsize=6)
-    ax.legend(loc="center right")
+    """score_annotations' scores (each row's worst stage, in multiples of that stage's threshold; log
+    counts; flagged past 1). Rows a pass/fail rule flagged have no such measure: they are counted in
+    the title, not drawn. Beside the axes, each scored stage's threshold in robust z."""
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    rule = df["rule"] if "rule" in df else pd.Series(False, index=df.index)
+    scores = df.loc[~rule, "score"].clip(lower=-0.5, upper=20)
+    ax.hist(scores, bins=80, color="tab:blue")
+    ax.axvline(1, color="red", ls="--", label="threshold (1)")
+    ax.set_xlim(right=max(2.0, scores.max() * 1.05 if len(scores) else 0))   # the threshold never at the edge
+    flagged, by_rule = int(df["flagged"].sum()), int((df["flagged"] & rule).sum())
+    ax.set(yscale="log", xlabel="score: robust z in multiples of its stage's threshold (clipped to 20)",
+           ylabel="images", title=f"{flagged} of {len(df)} labels flagged" + (f", {by_rule} of them by a failed rule"
+                                                                             if by_rule else ""))
+    stages = [(n, t) for n, t in df.attrs.get("thresholds", {}).items() if n not in df.attrs.get("rules", ())]
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9,
+              title="robust z at the threshold\n" + "\n".join(f"{n}: {t:.1f}" for n, t in stages) if stages else None,
+              title_fontsize=9, alignment="left")
     fig.tight_layout()
     return fig
 

@@ -134,3 +134,21 @@ def test_each_stage_is_flagged_against_its_own_threshold(synth_dir):
     fixed = eda.score_annotations(synth_dir, use_model=False, k=5.0, progress=False)
     assert set(fixed.attrs["thresholds"].values()) == {5.0}
     assert (fixed["flagged"] == (fixed[[c for c in fixed if c.startswith("z_")]] > 5).any(axis=1)).all()
+
+
+def test_a_failed_rule_is_captioned_as_failed_not_as_a_measurement(synth_copy):
+    """The worst-rows gallery's titles: a failed pass/fail rule has no "times its threshold" (its
+    score is a fixed 100); a scored stage says how far past its threshold the row is."""
+    csv = synth_copy / "train" / "landmarks.csv"
+    table = pd.read_csv(csv, sep="\t")
+    xs = [c for c in table.columns if c.endswith("_X")]
+    table.loc[3, xs] = (2 * table.loc[3, xs].mean() - table.loc[3, xs]).round().astype(int)   # mirrored, not re-indexed
+    table.to_csv(csv, sep="\t", index=False)
+    df = eda.score_annotations(synth_copy, use_model=False, progress=False)
+    rules, scored = df[df["rule"]], df[~df["rule"] & df["flagged"]]
+    assert table.loc[3, "file_name"] in set(rules["file_name"]) and (rules["score"] == eda.GEOMETRY_Z).all()
+    for row in rules.itertuples():
+        assert eda.caption(row) == f"{row.reason}\nfailed rule"
+    assert len(scored) and not df[~df["flagged"]]["rule"].any()
+    for row in scored.itertuples():
+        assert eda.caption(row) == f"{row.reason}\n{row.score:.1f}× its threshold" and row.score < eda.GEOMETRY_Z
