@@ -9,7 +9,8 @@ averaging and precise BatchNorm statistics: the weights a run validates), runtim
 precision), geometry (pixel conventions and the codec: labels <-> targets <-> original pixels),
 metric (the contest MSE), layout (point groups, flip permutation), synth (demo set), eda (bad
 annotations), ablation and plots (what the notebooks show), atomic (safe writes), notebook (parameters,
-data and outputs of the notebooks), colab (interactive or headless, Drive, installing into Colab),
+data and outputs of the notebooks), cells (the notebooks' setup and parameters cells, written from the
+declarations), colab (interactive or headless, Drive, the setup cell's work, installing into Colab),
 progress (bars for a terminal, a notebook, or a headless kernel).
 """
 

@@ -41,8 +41,8 @@ from landmarklib.colab import setup
 setup()   # Colab: update the clone, install what it lacks; everywhere: work from the repository root
 '''
 
-_DATA = ("Data: the contest zip in MyDrive/landmarklib/ is found by itself", ("zip_path", "test_points_path", "demo",
-                                                                            "data_dir"))
+_DATA = ("Data | `zip_path` None: the one zip in MyDrive/landmarklib/ on Drive. `demo = True`: the synthetic demo "
+         "set instead.", ("zip_path", "test_points_path", "demo", "data_dir"))
 _RECIPE_NOTE = ("`None` takes the recipe's value. The landmarklib recipe's: " + ", ".join(
     f"{k} {DEFAULTS[k]}" for k in ("epochs", "batch_size", "crop_size", "loss", "augment"))
     + f"; lr {LR_SCRATCH:g} from random init, {LR_FINETUNE:g} from pretrained weights.")
@@ -96,6 +96,7 @@ def parameters_cell(name: str) -> str:
     declared = by_name(PARAMETERS[name])
     in_form = [k for _, keys in FORMS[name] for k in keys]
     assert len(in_form) == len(set(in_form)) and set(in_form) <= set(declared), name
+    assert name == "train" or set(in_form) == set(declared), f"{name}: a parameter missing from its form"
     lines = ['# @title Parameters { display-mode: "form" }',
              "# @markdown Each one is checked before anything runs; headless, `papermill -p NAME VALUE` sets it."]
     for heading, keys in FORMS[name]:

@@ -5,13 +5,13 @@ Each notebook's parameters are declared once, in PARAMETERS (the run settings it
 run reuse config.RUN's declarations). papermill passes `-p name value` as text where it cannot
 tell a type ('false' is a truthy string) and only warns about a name the notebook lacks.
 check_parameters checks every parameter against its declaration (None defaults included) and
-makes an unknown name an error: every notebook calls it right after its parameters cell, which a
-test keeps equal to the declaration.
+makes an unknown name an error: every notebook calls it right after its parameters cell, which
+`python -m landmarklib.cells` writes from the declaration.
 
 In Colab each notebook opened from a badge runs on its own VM; only Google Drive is shared and
-outlives a disconnect. So every notebook brings its data back from the contest zip (zip_path, on
-Drive) onto local disk, which is fast, and writes what others read (runs, bad_annotations.csv,
-submission.csv, figures) under runs_root(): Drive in Colab, runs/ elsewhere.
+outlives a disconnect. So every notebook brings its data back from the contest zip (zip_path, or
+the one in MyDrive/landmarklib/) onto local disk, which is fast, and writes what others read (runs,
+bad_annotations.csv, submission.csv, figures) under runs_root(): Drive in Colab, runs/ elsewhere.
 """
 from __future__ import annotations
 

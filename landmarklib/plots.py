@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from .data import open_image
 from .layout import PART_COLOURS, PARTS, part_of_points
@@ -49,20 +49,28 @@ def landmark_grid(image_paths: list, points: list, truths: list | None = None, t
     return fig
 
 
+def _log_y(ax) -> None:
+    """A log y axis labelled in plain numbers (20, 30, 200), not 2×10^1."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+
+
 def plot_history(history: pd.DataFrame, title: str = "") -> plt.Figure:
     """Train loss, LR and validation MSE (original pixels) per epoch."""
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.3))   # 1,000 px: Colab shows it without shrinking
     axes[0].plot(history["epoch"], history["train_loss"], "o-")
-    axes[0].set(title="train loss (normalized coordinates)", xlabel="epoch", yscale="log")
+    axes[0].set(title="train loss (normalized coordinates)", xlabel="epoch")
     axes[1].plot(history["epoch"], history["lr"], "o-", color="tab:orange")
-    axes[1].set(title="learning rate", xlabel="epoch", yscale="log")
+    axes[1].set(title="learning rate", xlabel="epoch")
     axes[2].plot(history["epoch"], history["val_mse_px"], "o-", label="all 971 points")
     axes[2].plot(history["epoch"], history["val_mse30_px"], "s--", label="30 random points (contest)")
-    axes[2].set(title="validation MSE (px², original image)", xlabel="epoch", yscale="log")
+    axes[2].set(title="validation MSE (px², original image)", xlabel="epoch")
     for ax in axes:
+        _log_y(ax)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.title.set_fontsize(11)
-    axes[2].legend(fontsize=9, loc="upper right")
+    axes[2].legend(fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -98,10 +106,10 @@ def plot_ablation(curves: dict[str, list[pd.DataFrame]], drops: dict[str, list[i
             if e in table.index or e + 1 in table.index:
                 y = table.mean(axis=1).get(e + 1, table.mean(axis=1).iloc[-1])
                 ax.annotate("", xy=(e + 0.5, y), xytext=(e + 0.5, y * 1.6), color=colour,
-                            arrowprops={"arrowstyle": "->", "color": colour})
+                            arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 1.5, "mutation_scale": 12})
         finals[label] = table.iloc[-1].to_numpy()
-    ax.set(xlabel="epoch", ylabel="validation MSE, px² (log)", yscale="log",
-           title="validation MSE per epoch (arrows: LR drops)")
+    ax.set(xlabel="epoch", ylabel="validation MSE, px² (log)", title="validation MSE per epoch (arrows: LR drops)")
+    _log_y(ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=9)
     labels = list(finals)

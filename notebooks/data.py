@@ -48,7 +48,9 @@ setup()   # Colab: update the clone, install what it lacks; everywhere: work fro
 # %% tags=["parameters"]
 # @title Parameters { display-mode: "form" }
 # @markdown Each one is checked before anything runs; headless, `papermill -p NAME VALUE` sets it.
-# @markdown ### Data: the contest zip in MyDrive/landmarklib/ is found by itself
+# @markdown ### Data
+# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/ on Drive. `demo = True`: the synthetic demo set
+# @markdown instead.
 zip_path = None  # @param {type:"raw"}
 test_points_path = None  # @param {type:"raw"}
 demo = None  # @param {type:"raw"}

@@ -53,7 +53,9 @@ folds = 4  # @param {type:"integer"}
 epochs = 6  # @param {type:"integer"}
 crop_size = 64  # @param {type:"integer"}
 device = "auto"  # @param {type:"string"}
-# @markdown ### Data: the contest zip in MyDrive/landmarklib/ is found by itself
+# @markdown ### Data
+# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/ on Drive. `demo = True`: the synthetic demo set
+# @markdown instead.
 zip_path = None  # @param {type:"raw"}
 test_points_path = None  # @param {type:"raw"}
 demo = None  # @param {type:"raw"}

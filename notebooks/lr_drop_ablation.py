@@ -59,7 +59,9 @@ loss = "smoothl1"  # @param ["mse", "smoothl1", "l1", "wing"]
 crop_size = 64  # @param {type:"integer"}
 augment = "flip"  # @param ["none", "flip", "full"]
 device = "auto"  # @param {type:"string"}
-# @markdown ### Data: the contest zip in MyDrive/landmarklib/ is found by itself
+# @markdown ### Data
+# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/ on Drive. `demo = True`: the synthetic demo set
+# @markdown instead.
 zip_path = None  # @param {type:"raw"}
 test_points_path = None  # @param {type:"raw"}
 demo = None  # @param {type:"raw"}

@@ -49,7 +49,9 @@ run_dirs = None  # @param {type:"raw"}
 checkpoint = "best.pt"  # @param ["best.pt", "last.pt"]
 tta = "flip"  # @param ["none", "flip"]
 device = "auto"  # @param {type:"string"}
-# @markdown ### Data: the contest zip in MyDrive/landmarklib/ is found by itself
+# @markdown ### Data
+# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/ on Drive. `demo = True`: the synthetic demo set
+# @markdown instead.
 zip_path = None  # @param {type:"raw"}
 test_points_path = None  # @param {type:"raw"}
 demo = None  # @param {type:"raw"}

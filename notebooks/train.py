@@ -58,7 +58,9 @@ loss = None  # @param {type:"raw"}
 augment = None  # @param {type:"raw"}
 blocklist = None  # @param {type:"raw"}
 seed = 0  # @param {type:"integer"}
-# @markdown ### Data: the contest zip in MyDrive/landmarklib/ is found by itself
+# @markdown ### Data
+# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/ on Drive. `demo = True`: the synthetic demo set
+# @markdown instead.
 zip_path = None  # @param {type:"raw"}
 test_points_path = None  # @param {type:"raw"}
 demo = None  # @param {type:"raw"}
@@ -115,7 +117,7 @@ import numpy as np
 import pandas as pd
 
 from landmarklib.colab import interactive_colab
-from landmarklib.config import notebook_config, resolve_run_dir
+from landmarklib.config import notebook_config, resolve_run_dir, run_name
 from landmarklib.cache import build_cache, cache_root
 from landmarklib.data import split_indices
 from landmarklib.metric import mse_per_image
@@ -138,7 +140,7 @@ history = pd.DataFrame(fit(config))
 history
 
 # %%
-save(plot_history(history, Path(run_dir).name), Path(run_dir) / "history.png")
+save(plot_history(history, run_name(config)), Path(run_dir) / "history.png")
 plt.show()
 
 # %% [markdown]

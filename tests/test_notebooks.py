@@ -18,7 +18,7 @@ def test_pair_is_in_sync_and_stripped(name):
     py = jupytext.read(ROOT / "notebooks" / f"{name}.py")
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     assert [(c.cell_type, c.source) for c in py.cells] == [(c.cell_type, c.source) for c in nb.cells], \
-        f"notebooks/{name}.py and .ipynb differ: run `jupytext --sync notebooks/{name}.py`"
+        f"notebooks/{name}.py and .ipynb differ: run `python -m landmarklib.cells`"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "outputs not stripped"
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
