@@ -41,8 +41,8 @@ from landmarklib.colab import setup
 setup()   # Colab: update the clone, install what it lacks; everywhere: work from the repository root
 '''
 
-_DATA = ("Data | `zip_path` None: the one zip in MyDrive/landmarklib/ on Drive. `demo = True`: the synthetic demo "
-         "set instead.", ("zip_path", "test_points_path", "demo", "data_dir"))
+_DATA = ("Data | `zip_path` None: the one zip in MyDrive/landmarklib/. `demo = True`: the synthetic demo set.",
+         ("zip_path", "test_points_path", "demo", "data_dir"))
 _RECIPE_NOTE = ("`None` takes the recipe's value. The landmarklib recipe's: " + ", ".join(
     f"{k} {DEFAULTS[k]}" for k in ("epochs", "batch_size", "crop_size", "loss", "augment"))
     + f"; lr {LR_SCRATCH:g} from random init, {LR_FINETUNE:g} from pretrained weights.")

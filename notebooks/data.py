@@ -49,8 +49,7 @@ setup()   # Colab: update the clone, install what it lacks; everywhere: work fro
 # @title Parameters { display-mode: "form" }
 # @markdown Each one is checked before anything runs; headless, `papermill -p NAME VALUE` sets it.
 # @markdown ### Data
-# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/ on Drive. `demo = True`: the synthetic demo set
-# @markdown instead.
+# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/. `demo = True`: the synthetic demo set.
 zip_path = None  # @param {type:"raw"}
 test_points_path = None  # @param {type:"raw"}
 demo = None  # @param {type:"raw"}

@@ -60,8 +60,7 @@ crop_size = 64  # @param {type:"integer"}
 augment = "flip"  # @param ["none", "flip", "full"]
 device = "auto"  # @param {type:"string"}
 # @markdown ### Data
-# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/ on Drive. `demo = True`: the synthetic demo set
-# @markdown instead.
+# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/. `demo = True`: the synthetic demo set.
 zip_path = None  # @param {type:"raw"}
 test_points_path = None  # @param {type:"raw"}
 demo = None  # @param {type:"raw"}

@@ -50,8 +50,7 @@ checkpoint = "best.pt"  # @param ["best.pt", "last.pt"]
 tta = "flip"  # @param ["none", "flip"]
 device = "auto"  # @param {type:"string"}
 # @markdown ### Data
-# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/ on Drive. `demo = True`: the synthetic demo set
-# @markdown instead.
+# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/. `demo = True`: the synthetic demo set.
 zip_path = None  # @param {type:"raw"}
 test_points_path = None  # @param {type:"raw"}
 demo = None  # @param {type:"raw"}

@@ -59,8 +59,7 @@ augment = None  # @param {type:"raw"}
 blocklist = None  # @param {type:"raw"}
 seed = 0  # @param {type:"integer"}
 # @markdown ### Data
-# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/ on Drive. `demo = True`: the synthetic demo set
-# @markdown instead.
+# @markdown `zip_path` None: the one zip in MyDrive/landmarklib/. `demo = True`: the synthetic demo set.
 zip_path = None  # @param {type:"raw"}
 test_points_path = None  # @param {type:"raw"}
 demo = None  # @param {type:"raw"}
