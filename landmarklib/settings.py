@@ -115,7 +115,12 @@ def _as_kind(s: Setting, value: Any) -> Any:
             return [_integer(s, v) for v in items]
         except ValueError:
             _fail(s, value)
-    if s.kind == "paths":
+    if s.kind == "paths":   # a path, a list, or a list as text: papermill -p passes '["runs/a", "runs/b"]' as text
+        if isinstance(value, str) and value.strip().startswith("["):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                _fail(s, value)
         items = [value] if isinstance(value, str) or hasattr(value, "__fspath__") else value
         if not isinstance(items, (list, tuple)) or not items \
                 or not all(isinstance(v, str) or hasattr(v, "__fspath__") for v in items):

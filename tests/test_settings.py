@@ -264,3 +264,13 @@ def test_a_given_value_wins_over_the_named_recipe():
     assert make_config(vars(parser().parse_args(["--recipe", "seed", "--batch-size", "32"])))["batch_size"] == 32
     assert make_config(vars(parser().parse_args(["--recipe", "seed"])))["batch_size"] == 64
     assert make_config({"recipe": "eda", "epochs": 12})["epochs"] == 12
+
+
+def test_a_list_of_paths_given_as_text_is_a_list():
+    """papermill -p run_dirs '["runs/a", "runs/b"]' passes text: the README's ensemble command."""
+    s = Setting("run_dirs", None, "", kind="paths")
+    assert s.check('["runs/a", "runs/b"]') == ["runs/a", "runs/b"]
+    assert s.check("runs/a") == "runs/a" and s.check(["runs/a"]) == ["runs/a"]
+    for bad in ("[]", '["runs/a", 5]', "[runs/a"):
+        with pytest.raises(ValueError, match="run_dirs: .* is not a path or a list of paths"):
+            s.check(bad)
