@@ -40,7 +40,8 @@ SOURCE = (
     Setting("demo", None, "True: the synthetic demo set; None: only for the default data_dir on a fresh clone",
             kind="bool"),
     Setting("mount_drive", True, "in Colab: outputs on Drive"),
-    Setting("quick", False, "a tiny budget that runs every code path (config.QUICK; what the tests run)"),
+    Setting("quick", False, "a tiny budget that runs every code path, over any budget given (config.QUICK; what "
+                            "the tests run)"),
 )
 _ABLATION, _EDA = RECIPES["ablation"], RECIPES["eda"]
 # Each notebook's parameters, declared once. `out_dir`: a folder of a notebook's outputs; `out`: the
