@@ -9,13 +9,14 @@ recovery (exit 0 and the line saying what was repaired). Outcomes:
   weak  a traceback, a message without the expected place, or a wrong exit code
   bad   a wrong result accepted (exit 0 where an error was due, or the expected check failed), or a hang
 
-    python bench/probe_faults.py [--only SUBSTRING]
+    python bench/probe_faults.py [--only SUBSTRING ...]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -463,6 +464,233 @@ def _(d, t):
     return _csv(d, lambda ls: ls.__setitem__(5, b"\xe9" + ls[5])), expect_error(r"landmarks.csv:6: byte 0xe9")
 
 
+# --- round 4 (issue 32) ---------------------------------------------------------------------------
+
+@case("rerun inputs", "another zip for the same data_dir after a finished unpack")
+def _(d, t):
+    a = zip_of(d, t / "a" / "contest.zip")
+    other = make_dataset(t / "other", n_train=40, n_test=10, seed=9, workers=1)
+    b = zip_of(other, t / "b" / "contest.zip")
+    assert run(unpack(a, t / "unz", t / "scratch"))[0] == 0
+    return unpack(b, t / "unz", t / "scratch"), \
+        ("check", lambda rc, out, err: rc == 0 and "again" in out + err
+         and len(list((t / "unz" / "train" / "images").iterdir())) == 40)
+
+
+@case("rerun inputs", "wrong test_points_path, then corrected: the rerun uses the corrected file")
+def _(d, t):
+    z = zip_of(d, t / "zip" / "contest.zip", skip=("SYNTHETIC.json", "test_points.csv"))
+    wrong = t / "wrong.csv"
+    wrong.write_text("file_name\tpoint_index_0\nx.jpg\t1\n")
+    run(unpack(z, t / "unz", t / "scratch", wrong))
+    good = d / "test" / "test_points.csv"
+    return unpack(z, t / "unz", t / "scratch", good), \
+        ("check", lambda rc, out, err: rc == 0 and (t / "unz" / "test" / "test_points.csv").read_bytes()
+         == good.read_bytes())
+
+
+@case("rerun inputs", "test_points_path given while the zip holds its own: the given one wins, said")
+def _(d, t):
+    z = zip_of(d, t / "contest.zip")
+    given = t / "given.csv"
+    given.write_bytes((d / "test" / "test_points.csv").read_bytes().replace(b"\n", b"\r\n"))
+    return unpack(z, t / "unz", t / "scratch", given), \
+        ("check", lambda rc, out, err: rc == 0 and "given.csv" in out + err
+         and (t / "unz" / "test" / "test_points.csv").read_bytes() == given.read_bytes())
+
+
+@case("blocking files", "a train image that is a symlink to a named pipe: data check")
+def _(d, t):
+    img = row_image(d, 3)
+    img.unlink()
+    os.mkfifo(t / "pipe")
+    img.symlink_to(t / "pipe")
+    return ("timeout", 60, [PY, "-m", "landmarklib.data", "check", "--data-dir", d, "--workers", "1"]), \
+        expect_error(rf"{img.name}: not a regular file")
+
+
+@case("blocking files", "a train image that is a named pipe: training")
+def _(d, t):
+    img = row_image(d, 5)
+    img.unlink()
+    os.mkfifo(img)
+    return ("timeout", 60, train(d, t)), expect_error(rf"{img.name}: not a regular file")
+
+
+@case("divergence", "training at lr 10 stops, naming epoch, step and LR, keeping no bad checkpoint")
+def _(d, t):
+    return train(d, t, "--lr", "10", "--max-train-steps", "4", "--epochs", "2"), \
+        ("check", lambda rc, out, err: rc == 2 and re.search(r"error: .*diverged at epoch \d+ step \d+ \(lr ", err)
+         and not (t / "run" / "best.pt").exists())
+
+
+@case("divergence", "predict from a diverged checkpoint refuses, naming it")
+def _(d, t):
+    assert run(train(d, t))[0] == 0
+    code = (f"import torch; p = {str(t / 'run' / 'best.pt')!r}; c = torch.load(p, weights_only=True); "
+            f"c['model'] = {{k: v * 1e6 if v.is_floating_point() else v for k, v in c['model'].items()}}; "
+            f"torch.save(c, p)")
+    assert run([PY, "-c", code])[0] == 0, run([PY, "-c", code])
+    return [PY, "-m", "landmarklib.predict", "--data-dir", d, "--checkpoint", t / "run" / "best.pt", "--out",
+            t / "sub.csv", "--device", "cpu"], \
+        ("check", lambda rc, out, err: rc == 2 and "best.pt" in err and not (t / "sub.csv").exists())
+
+
+@case("split sizes", "--val-fraction 0.005 on 60 rows")
+def _(d, t):
+    return train(d, t, "--val-fraction", "0.005"), expect_error(r"val_fraction 0.005 of 60 rows leaves no validation")
+
+
+@case("split sizes", "--batch-size 64 on 48 training rows")
+def _(d, t):
+    return train(d, t, "--batch-size", "64"), expect_error(r"fewer than one batch of 64")
+
+
+@case("side files", "a blocklist whose flagged column says yes/no")
+def _(d, t):
+    names = load_split(d, "train").names
+    (t / "bl.csv").write_text("file_name,flagged\n" + f"{names[0]},yes\n{names[1]},no\n")
+    code = f"from landmarklib.data import read_blocklist; print(sorted(read_blocklist({str(t / 'bl.csv')!r})))"
+    return as_cli(code), ("check", lambda rc, out, err: rc == 0 and out.strip() == str([str(names[0])]))
+
+
+@case("side files", "a blocklist whose flagged column says 'maybe'")
+def _(d, t):
+    (t / "bl.csv").write_text("file_name,flagged\na.jpg,true\nb.jpg,maybe\n")
+    return as_cli(f"from landmarklib.data import read_blocklist; read_blocklist({str(t / 'bl.csv')!r})"), \
+        expect_error(r"bl.csv:3: flagged is 'maybe'")
+
+
+@case("weights", "a malicious pickle as --weights-path")
+def _(d, t):
+    code = (f"import pickle, os\nclass E:\n    def __reduce__(self): return (os.system, ('touch {t / 'owned'}',))\n"
+            f"open({str(t / 'evil.pt')!r}, 'wb').write(pickle.dumps(E()))")
+    subprocess.run([PY, "-c", code], check=True)
+    return train(d, t, "--weights-path", t / "evil.pt"), \
+        ("check", lambda rc, out, err: rc == 2 and "evil.pt" in err and not (t / "owned").exists()
+         and len(err.strip().splitlines()) == 1)
+
+
+def _patch_member(z: Path, member: str, flags: int | None = None, method: int | None = None) -> Path:
+    """Set a member's flag bits or compression method in both its local and central headers (what
+    zipfile cannot write: an encrypted member, Deflate64)."""
+    raw = bytearray(z.read_bytes())
+    for sig, flag_at, method_at, name_len_at, name_at in ((b"PK\x03\x04", 6, 8, 26, 30), (b"PK\x01\x02", 8, 10, 28, 46)):
+        i = raw.find(sig)
+        while i != -1:
+            n = int.from_bytes(raw[i + name_len_at:i + name_len_at + 2], "little")
+            if raw[i + name_at:i + name_at + n] == member.encode():
+                for at, value in ((flag_at, flags), (method_at, method)):
+                    if value is not None:
+                        raw[i + at:i + at + 2] = value.to_bytes(2, "little")
+            i = raw.find(sig, i + 4)
+    z.write_bytes(bytes(raw))
+    return z
+
+
+@case("zip formats", "a member that is a symlink to a folder outside, then a file through it")
+def _(d, t):
+    z = zip_of(d, t / "link.zip")
+    with zipfile.ZipFile(z, "a") as zf:
+        info = zipfile.ZipInfo("DATA/escape")
+        info.external_attr = 0o120777 << 16
+        zf.writestr(info, str(t / "outside"))
+        zf.writestr("DATA/escape/owned.txt", "x")
+    return unpack(z, t / "unz", t / "scratch"), \
+        ("check", lambda rc, out, err: rc == 2 and "is a symbolic link" in err and not (t / "outside").exists()
+         and "Traceback" not in err)
+
+
+@case("zip formats", "an encrypted zip")
+def _(d, t):
+    z = _patch_member(zip_of(d, t / "enc.zip"), "DATA/train/landmarks.csv", flags=0x1)
+    return unpack(z, t / "unz", t / "scratch"), expect_error(r"enc.zip: member 'DATA/train/landmarks.csv' is encrypted")
+
+
+@case("zip formats", "a member compressed with Deflate64 (Windows Explorer)")
+def _(d, t):
+    z = _patch_member(zip_of(d, t / "win.zip"), "DATA/train/landmarks.csv", method=9)
+    return unpack(z, t / "unz", t / "scratch"), expect_error(r"win.zip: member .* is compressed with Deflate64")
+
+
+@case("zip formats", "names written with backslashes (an old Windows tool)")
+def _(d, t):
+    z = t / "bs.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and p.name != "SYNTHETIC.json":
+                zf.write(p, "DATA\\" + p.relative_to(d).as_posix().replace("/", "\\"))
+    return as_cli(f"from landmarklib.data import unpack_contest, check; unpack_contest({str(z)!r}, "
+                  f"{str(t / 'unz')!r}, scratch={str(t / 'scratch')!r}); print(check({str(t / 'unz')!r}, "
+                  f"workers=1)['train']['images'])"), ("check", lambda rc, out, err: rc == 0 and out.strip() == "60")
+
+
+@case("csv names", "a file_name that begins with a quote")
+def _(d, t):
+    csv = d / "train" / "landmarks.csv"
+    lines = csv.read_text().split("\n")
+    old = lines[4].split("\t", 1)[0]
+    (d / "train" / "images" / old).rename(d / "train" / "images" / ('"' + old))
+    lines[4] = '"' + lines[4]
+    csv.write_text("\n".join(lines))
+    return [PY, "-m", "landmarklib.data", "check", "--data-dir", d, "--workers", "1"], expect_ok("layout OK")
+
+
+@case("csv names", "NFC in the CSV, NFD on disk (copied from a Mac)")
+def _(d, t):
+    import unicodedata
+    csv = d / "train" / "landmarks.csv"
+    lines = csv.read_text().split("\n")
+    old = lines[6].split("\t", 1)[0]
+    (d / "train" / "images" / old).rename(d / "train" / "images" / unicodedata.normalize("NFD", "café.jpg"))
+    lines[6] = unicodedata.normalize("NFC", "café.jpg") + lines[6][len(old):]
+    csv.write_text("\n".join(lines))
+    return [PY, "-m", "landmarklib.data", "check", "--data-dir", d, "--workers", "1"], \
+        expect_error(r"landmarks.csv:7: image 'café.jpg' is on disk as .*another Unicode normalization")
+
+
+def _small_disk(folder_part: str, free: int, call: str) -> list:
+    """`call` with shutil.disk_usage reporting `free` bytes for paths holding `folder_part` (a full TMPDIR,
+    a small cache disk), as a CLI runs it."""
+    return as_cli("import shutil; real = shutil.disk_usage; shutil.disk_usage = lambda p: real(p)._replace(free="
+                  f"{free}) if {folder_part!r} in str(p) else real(p)\n    {call}")
+
+
+@case("disk", "a full TMPDIR during the zip's scratch copy, then room: the rerun unpacks whole")
+def _(d, t):
+    z = zip_of(d, t / "drive" / "contest.zip")
+    call = (f"from landmarklib.data import unpack_contest; unpack_contest({str(z)!r}, {str(t / 'unz')!r}, "
+            f"scratch={str(t / 'scratch')!r})")
+    rc, _, err = run(_small_disk("scratch", 1000, call))
+    assert rc == 2 and "scratch: copying contest.zip needs" in err and "free there" in err, err
+    return as_cli(call + f"; from landmarklib.data import check; print(check({str(t / 'unz')!r}, workers=1)"
+                         f"['train']['images'])"), ("check", lambda rc, out, err: rc == 0 and out.strip() == "60")
+
+
+@case("disk", "a cache dir on a disk too small for the cache, then room: the rerun builds it whole")
+def _(d, t):
+    call = (f"from landmarklib.cache import build_cache; import numpy as np; c = build_cache({str(d)!r}, 'train', "
+            f"{str(t / 'smallcache')!r}, 64, workers=1, progress=False); print(int(np.asarray(c.images).any(axis=(1, 2, 3)).sum()))")
+    rc, _, err = run(_small_disk("smallcache", 1000, call))
+    assert rc == 2 and "the cache needs" in err and "free there" in err, err
+    return as_cli(call), ("check", lambda rc, out, err: rc == 0 and out.strip() == "60")
+
+
+@case("disk", "TMPDIR filling up during the scratch copy (after the check passed), then room")
+def _(d, t):
+    z = zip_of(d, t / "drive" / "contest.zip")
+    call = (f"from landmarklib.data import unpack_contest; unpack_contest({str(z)!r}, {str(t / 'unz')!r}, "
+            f"scratch={str(t / 'scratch')!r})")
+    full = as_cli("import errno, shutil\n    def copy2(src, dst):\n        open(dst, 'wb').write(b'x' * 100)\n"
+                  "        raise OSError(errno.ENOSPC, 'No space left on device', str(dst))\n"
+                  f"    shutil.copy2 = copy2\n    {call}")
+    rc, _, err = run(full)
+    assert rc == 2 and "no space left on the device" in err and len(err.strip().splitlines()) == 1, err
+    assert not any((t / "scratch").iterdir()), list((t / "scratch").iterdir())   # no half copy to trust
+    return as_cli(call + f"; from landmarklib.data import check; print(check({str(t / 'unz')!r}, workers=1)"
+                         f"['train']['images'])"), ("check", lambda rc, out, err: rc == 0 and out.strip() == "60")
+
+
 def classify(expect, rc, out, err) -> str:
     if rc is None:
         return "bad (hang)"
@@ -486,14 +714,14 @@ def classify(expect, rc, out, err) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="", help="run the cases whose name holds this")
+    p.add_argument("--only", nargs="*", default=[""], help="run the cases whose 'kind: name' holds one of these")
     a = p.parse_args()
     base = Path(tempfile.mkdtemp(prefix="lmprobe_"))
     counts: dict[str, int] = {}
     try:
         demo = make_dataset(base / "demo", n_train=60, n_test=20, seed=1, bad_fraction=5 / 60, workers=1)
         for i, (kind, name, setup) in enumerate(CASES):
-            if a.only not in name:
+            if not any(o in f"{kind}: {name}" for o in a.only):
                 continue
             t = base / f"case{i}"
             d = t / "data"
@@ -509,14 +737,18 @@ def main() -> None:
                 env, args = spec[1], spec[2]
             elif isinstance(spec, tuple) and spec[0] == "cwd":
                 cwd, args = spec[1], spec[2]
-            rc, out, err = run(args, env, cwd)
+            timeout = 300
+            if isinstance(spec, tuple) and spec[0] == "timeout":   # a case that may hang: shorter wait
+                timeout, args = spec[1], spec[2]
+            rc, out, err = run(args, env, cwd, timeout)
             outcome = classify(expect, rc, out, err)
             counts[outcome.split()[0]] = counts.get(outcome.split()[0], 0) + 1
             shown = (err.strip().splitlines() or out.strip().splitlines() or [""])[-1][:150]
             print(f"{outcome:<26} {kind}: {name}\n{'':<27}exit {rc}: {shown}")
             shutil.rmtree(t, ignore_errors=True)
         print(f"\n{sum(counts.values())} cases: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-        print(f"command: python bench/probe_faults.py{' --only ' + a.only if a.only else ''}")
+        only = [shlex.quote(o) for o in a.only if o]
+        print("command: python bench/probe_faults.py" + (" --only " + " ".join(only) if only else ""))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -8,13 +8,16 @@ the file at the right place; the CLI prints it and exits 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
+import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from .atomic import atomic_path
 from .errors import DataError, cli
 from .layout import N_POINTS
 from .progress import bar
+from .settings import BOOL_WORDS, parse_bool
 from .workers import process_pool
 
 N_QUERY = 30
@@ -90,7 +94,8 @@ def _read_csv_located(path: Path, sep: str, names: list[str], dtype, chunksize=N
     """pd.read_csv with the C parser; a ragged line becomes a located DataError."""
     try:
         # Blank lines are kept (as rows of NaN) so every later line number stays right; they are errors.
-        return pd.read_csv(path, sep=sep, header=0, names=names, dtype=dtype, engine="c",
+        # The format has no quoting: a name that begins with a quote is that name, not an open string.
+        return pd.read_csv(path, sep=sep, header=0, names=names, dtype=dtype, engine="c", quoting=csv.QUOTE_NONE,
                            chunksize=chunksize, na_filter=True, skip_blank_lines=False)
     except pd.errors.ParserError as e:
         raise _located_parser_error(path, e) from None
@@ -231,6 +236,8 @@ def read_test_points(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     indices = np.empty((len(df), N_QUERY), dtype=np.int64)
     for r, text in enumerate(df["point_index_list"].to_numpy()):
         line = r + 2
+        if isinstance(text, str) and len(text) > 1 and text[0] == text[-1] == '"':   # a spreadsheet's quoting
+            text = text[1:-1]
         try:   # a list of 30 small numbers is short: anything long or deeply nested is not one
             lst = json.loads(text) if isinstance(text, str) and len(text) < 1000 else None
         except (json.JSONDecodeError, RecursionError):
@@ -257,6 +264,27 @@ def split_indices(n: int, val_fraction: float = 0.2) -> tuple[np.ndarray, np.nda
     return np.arange(n_train), np.arange(n_train, n)
 
 
+def count_rows(path: Path | str) -> int:
+    """The data rows of a CSV with a header, from its newlines (about a second per GB), without parsing it."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 1))
+        unterminated = f.read(1) not in (b"\n", b"")
+    return max(0, _count_lines(path) - 1 + unterminated)
+
+
+def check_split(n_rows: int, val_fraction: float, batch_size: int, csv: Path | str) -> None:
+    """Before anything is written: the organizers' split of n_rows leaves at least one validation image
+    and at least one full batch to train on, or one line says which is missing and what to change."""
+    train_idx, val_idx = split_indices(n_rows, val_fraction)
+    if len(val_idx) == 0:
+        raise DataError(f"{csv}: val_fraction {val_fraction:g} of {n_rows} rows leaves no validation image; "
+                        f"give val_fraction {1 / max(n_rows, 1):.2g} or more")
+    if len(train_idx) < batch_size:
+        raise DataError(f"{csv}: {len(train_idx)} training rows (the {n_rows} rows less val_fraction "
+                        f"{val_fraction:g}) is fewer than one batch of {batch_size}; lower batch_size or val_fraction")
+
+
 def read_blocklist(path: Path | str) -> set[str]:
     """File names to leave out of training: a CSV with file_name (and, if present, flagged)."""
     path = Path(path)
@@ -272,8 +300,14 @@ def read_blocklist(path: Path | str) -> set[str]:
         raise _located_parser_error(path, e) from None
     if "file_name" not in df.columns:
         raise DataError(f"{path}:1: blocklist needs a file_name column; got {list(df.columns)}")
-    if "flagged" in df.columns:
-        df = df[df["flagged"].astype(str).str.lower().isin(["true", "1"])]
+    if "flagged" in df.columns:   # the words people write for a boolean, as the settings take them
+        words = df["flagged"].fillna("").str.strip().str.lower()
+        bad = ~words.isin(BOOL_WORDS)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{path}:{row + 2}: flagged is {df['flagged'].fillna('').iloc[row]!r}; write true or false "
+                            f"(or yes/no, 1/0, on/off)")
+        df = df[words.map(lambda w: parse_bool(w, "flagged"))]
     return set(df["file_name"].astype(str))
 
 
@@ -316,14 +350,36 @@ def load_split(data_dir: Path | str, split: str) -> Split:
 
 
 def check_images_exist(split: Split) -> None:
-    """Every listed image must exist, checked up front (not mid-epoch)."""
+    """Every listed image must exist and be a regular file (a named pipe, socket or device, even behind
+    a link, would block the first read for ever), checked up front (not mid-epoch)."""
     if not split.image_dir.is_dir():
         raise DataError(f"{split.image_dir}: image folder not found")
-    present = set(os.listdir(split.image_dir))
+    present = {e.name: e for e in os.scandir(split.image_dir)}
     missing = [i for i, n in enumerate(split.names) if n not in present]
     if missing:
+        by_form = {unicodedata.normalize("NFC", name): name for name in present}
+        twin = by_form.get(unicodedata.normalize("NFC", str(split.names[missing[0]])))
+        if twin is not None:   # NFC in the CSV, NFD on disk: copied from a Mac
+            raise DataError(f"{_where(split.csv, missing[0] + 2)}: image {str(split.names[missing[0]])!r} is on disk as "
+                            f"{twin!r}, the same name in another Unicode normalization (a copy from a Mac writes "
+                            f"NFD); rename the files to match the CSV (convmv -r -f utf8 -t utf8 --nfc --notest {split.image_dir})")
         raise DataError(f"{_where(split.csv, missing[0] + 2)}: image {str(split.names[missing[0]])!r} not found in "
                         f"{split.image_dir} ({len(missing)} listed image(s) missing in all)")
+    odd = [i for i, n in enumerate(split.names) if not present[n].is_file()]   # follows links; d_type, no stat
+    if odd:
+        path = split.image_path(odd[0])
+        raise DataError(f"{path}: not a regular file but {_file_kind(path)} (listed at {_where(split.csv, odd[0] + 2)}; "
+                        f"{len(odd)} such in all); put the image itself there")
+
+
+def _file_kind(path: Path) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a broken link"
+    return next((what for test, what in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                                          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+                                          (stat.S_ISDIR, "a folder")) if test(mode)), "not a file")
 
 
 def exif_orientation(im: Image.Image) -> int:
@@ -506,18 +562,42 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
     Drive is very slow, one large file is fast), then unpacked and the copy removed, whether the
     unpack succeeded or not (on Colab it is 13.5 GB of the local disk). A marker file written last,
     after test_points.csv is in place, says the unpack finished: an interrupted one is resumed (files
-    already there with the right size are kept). Members that would land outside data_dir (absolute
-    paths, '..') are refused, and so is a zip holding two data sets. A data_dir holding the synthetic
-    demo set has it replaced (said in one line): the two are never mixed. The 2020 archive shipped
-    test_points.csv separately: pass it, or leave it next to the zip, and it is put into data_dir/test/.
+    already there with the right size are kept, when the interrupted one was of the same zip). Members
+    that would land outside data_dir (absolute paths, '..') are refused, and so is a zip holding two
+    data sets. A data_dir holding the synthetic demo set has it replaced (said in one line): the two
+    are never mixed. The 2020 archive shipped test_points.csv separately: pass it, or leave it next to
+    the zip, and it is put into data_dir/test/; a given one wins over the zip's own (said).
+    The marker records the sources (the zip's path, size and mtime; the test points' SHA-256): a rerun
+    with another zip unpacks it again in place of the old data, and one with other test points puts
+    them in, each said in one line.
     """
     zip_path, data_dir = Path(zip_path), Path(data_dir)
     if not zip_path.is_file():
         raise DataError(f"{zip_path}: contest zip not found")
-    if (data_dir / UNPACKED_MARKER).is_file():
-        return data_dir
+    given = Path(test_points) if test_points else None
+    if given is not None and not given.is_file():
+        raise DataError(f"{given}: test_points.csv not found (test_points_path)")
     dest = data_dir / "test" / "test_points.csv"
-    source = Path(test_points) if test_points else zip_path.parent / "test_points.csv"
+    marker = data_dir / UNPACKED_MARKER
+    done = _read_marker(marker)
+    if done is not None:
+        if done.get("zip") in (None, _zip_identity(zip_path)):   # None: a marker of an older landmarklib
+            if given is not None and done.get("test_points") != file_digest(given):
+                _put_test_points(given, dest, f"using {given}, not the test_points.csv it held (test_points_path "
+                                              f"changed since the unpack)")
+                marker.write_text(json.dumps(done | {"test_points": file_digest(given)}) + "\n")
+            return data_dir
+        print(f"{data_dir}: unpacked from {done['zip']['path']} before; unpacking {zip_path} again into it "
+              f"(the old data replaced, never mixed)")
+        marker.unlink()
+        for part in ("train", "test"):
+            shutil.rmtree(data_dir / part, ignore_errors=True)
+    source = given or zip_path.parent / "test_points.csv"
+    started = data_dir / ".unpacking"   # which zip an unfinished unpack was of: another's files are not kept
+    if started.is_file() and started.read_text().strip() != json.dumps(_zip_identity(zip_path)):
+        print(f"{data_dir}: an unfinished unpack of another zip is there; unpacking {zip_path} in its place")
+        for part in ("train", "test"):
+            shutil.rmtree(data_dir / part, ignore_errors=True)
     if is_synthetic(data_dir):
         print(f"{data_dir}: replacing the synthetic demo set there with the contest data from {zip_path.name}")
         for part in ("train", "test", "SYNTHETIC.json"):
@@ -529,20 +609,49 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
             _copy_to_scratch(zip_path, local)
         try:
             with zipfile.ZipFile(local) as zf:
-                _extract(zf, zip_path, data_dir)
+                in_zip = "test/test_points.csv" in _extract(zf, zip_path, data_dir, started)
         except (zipfile.BadZipFile, EOFError, zlib.error) as e:
             raise DataError(f"{zip_path}: not a readable zip file ({e}); download it again") from None
     finally:
         if is_copy:
             local.unlink(missing_ok=True)
-    if not dest.is_file():
+    if given is not None or not in_zip:   # a given file wins over the zip's own, and says so
         if not source.is_file():
             raise DataError(f"{dest}: missing, and no test_points.csv given or found next to {zip_path}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(source, tmp)
-    (data_dir / UNPACKED_MARKER).write_text(f"{zip_path.name}\n")   # last: the unpack is whole from here on
+        _put_test_points(source, dest, f"using {source}, not the test_points.csv inside {zip_path.name} (a given "
+                                        f"file wins)" if in_zip else None)
+    identity = {"zip": _zip_identity(zip_path), "test_points": "in the zip" if given is None and in_zip
+                else file_digest(source)}
+    marker.write_text(json.dumps(identity) + "\n")   # last: the unpack is whole from here on
+    started.unlink(missing_ok=True)
     return data_dir
+
+
+def _zip_identity(zip_path: Path) -> dict:
+    """Which zip data_dir came from: its path, size and mtime (hashing 13.5 GB on Drive each run is too
+    slow; a zip downloaded again has a new mtime, and is unpacked again)."""
+    st = zip_path.stat()
+    return {"path": str(zip_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_marker(marker: Path) -> dict | None:
+    """The sources an unpack came from (None: no finished unpack); {} for an older marker (the zip's
+    name only), which is trusted as it was."""
+    if not marker.is_file():
+        return None
+    try:
+        done = json.loads(marker.read_text())
+    except ValueError:
+        return {}
+    return done if isinstance(done, dict) else {}
+
+
+def _put_test_points(source: Path, dest: Path, said: str | None) -> None:
+    if said:
+        print(f"{dest}: {said}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def _copy_to_scratch(zip_path: Path, local: Path) -> None:
@@ -559,30 +668,58 @@ def _copy_to_scratch(zip_path: Path, local: Path) -> None:
         shutil.copy2(zip_path, tmp)
 
 
-def _extract(zf, zip_path: Path, data_dir: Path) -> None:
-    names = zf.namelist()
-    csvs = [n for n in names if n == "train/landmarks.csv" or n.endswith("/train/landmarks.csv")]
+def _extract(zf, zip_path: Path, data_dir: Path, started: Path) -> list[str]:
+    """The data set's members written into data_dir (files already there whole are kept), once every
+    target is known to lie inside it; `started` records which zip, first. Returns the members' names
+    relative to data_dir."""
+    name = {i.filename: i.filename.replace("\\", "/") for i in zf.infolist()}   # old Windows tools: a\b is a/b
+    csvs = [n for n in name.values() if n == "train/landmarks.csv" or n.endswith("/train/landmarks.csv")]
     if not csvs:
         raise DataError(f"{zip_path}: no train/landmarks.csv inside the zip")
     if len(csvs) > 1:
         raise DataError(f"{zip_path}: holds {len(csvs)} data sets ({', '.join(csvs[:3])}); unpack the one you "
                         f"mean by hand, or make a zip holding one")
     prefix = csvs[0][: -len("train/landmarks.csv")]
-    members = [i for i in zf.infolist() if i.filename.startswith(prefix) and not i.is_dir()]
+    members = [i for i in zf.infolist() if name[i.filename].startswith(prefix) and not name[i.filename].endswith("/")]
+    rel = {i.filename: name[i.filename][len(prefix):] for i in members}
     root = data_dir.resolve()
-    for info in members:   # every target checked before anything is written
-        target = (data_dir / info.filename[len(prefix):]).resolve()
-        if info.filename.startswith("/") or ".." in Path(info.filename).parts or root not in target.parents:
+    for info in members:   # every member checked before anything is written
+        _check_member(info, zip_path)
+        target = (data_dir / rel[info.filename]).resolve()
+        if name[info.filename].startswith("/") or ".." in Path(name[info.filename]).parts or root not in target.parents:
             raise DataError(f"{zip_path}: member {info.filename!r} would be written outside {data_dir}; "
                             f"refusing to unpack this zip")
     data_dir.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in members if not _unpacked(data_dir / i.filename[len(prefix):], i.file_size)]
+    todo = [i for i in members if not _unpacked(data_dir / rel[i.filename], i.file_size)]
     check_free_space(data_dir, sum(i.file_size for i in todo), f"unpacking {zip_path.name}")
+    started.write_text(json.dumps(_zip_identity(zip_path)) + "\n")
     for info in bar(todo, desc="unzip", unit="file"):   # files already there whole: from an interrupted unpack
-        target = data_dir / info.filename[len(prefix):]
+        target = data_dir / rel[info.filename]
         target.parent.mkdir(parents=True, exist_ok=True)
         with zf.open(info) as src, atomic_path(target) as tmp, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
+    return list(rel.values())
+
+
+ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}   # what zipfile reads
+DEFLATE64 = 9
+
+
+def _check_member(info: zipfile.ZipInfo, zip_path: Path) -> None:
+    """A member this unpack can write as a plain file, or one line on what it is and what to do."""
+    what = None
+    if stat.S_ISLNK(info.external_attr >> 16):
+        what = "is a symbolic link (the contest's zip holds none; a link could point outside data_dir)"
+    elif info.flag_bits & 0x1:
+        what = "is encrypted; unpack the zip with its password yourself and give data_dir"
+    elif info.compress_type == DEFLATE64:
+        what = ("is compressed with Deflate64 (Windows Explorer's zip of large files), which Python cannot read; "
+                "unpack it with 7-Zip or unzip and give data_dir, or zip it again with another tool")
+    elif info.compress_type not in ZIP_METHODS:
+        what = (f"uses compression method {info.compress_type}, which Python cannot read; unpack it with 7-Zip and "
+                f"give data_dir")
+    if what:
+        raise DataError(f"{zip_path}: member {info.filename!r} {what}; nothing unpacked")
 
 
 def _unpacked(target: Path, size: int) -> bool:

@@ -11,6 +11,7 @@ ImageNet statistics itself, and returns normalized landmarks (B, 971, 2).
 from __future__ import annotations
 
 import hashlib
+import pickle
 import warnings
 from pathlib import Path
 
@@ -192,7 +193,13 @@ def load_torch_file(path: Path | str, what: str) -> object:
     DataError naming it. The weights-only unpickler fails on foreign bytes in many ways (KeyError,
     IndexError, UnpicklingError, ...): any failure to read is the file's fault."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch warns about a pickle protocol it then refuses: one line, ours
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:   # the weights-only reader stopped at what it does not allow
+        held = ("Python objects other than tensors (code could run on loading)" if "global" in str(e).lower()
+                else "bytes the weights-only reader does not allow (another pickle, text, or damage)")
+        raise DataError(f"{path}: not a readable {what}: it holds {held}; refused, nothing in it run") from None
     except Exception as e:   # noqa: BLE001 (see above)
         detail = str(e).splitlines()[0][:100] if str(e) else ""
         raise DataError(f"{path}: not a readable {what}, truncated or corrupt ({type(e).__name__}: {detail})") from None

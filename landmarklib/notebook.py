@@ -149,10 +149,10 @@ def ensure_data(data_dir: Path | str, zip_path: Path | str | None = None, test_p
     after a Colab recycle), or, with demo=True, the synthetic demo set made there (only into a
     missing or empty folder). Otherwise a DataError names the folder and what is missing."""
     d = Path(data_dir)
-    if has_layout(d) and (zip_path is None or (d / UNPACKED_MARKER).is_file()):
-        return d
-    if zip_path:
+    if zip_path:   # at once when data_dir came from this zip and these test points (unpack_contest's marker)
         return unpack_contest(zip_path, d, test_points)
+    if has_layout(d):
+        return d
     if demo:
         make_dataset(d, **(demo_size or {}))
         print(f"made the synthetic demo set in {d}")

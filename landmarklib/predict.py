@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     check_output(a.out)
     test = load_split(a.data_dir, "test")
     pred = predict_split(a.checkpoint, a.data_dir, "test", a.tta, a.device, a.cache_dir, a.batch_size)
-    write_submission(a.out, test.names, pred, test.indices)
+    write_submission(a.out, test.names, pred, test.indices, source=", ".join(map(str, a.checkpoint)))
     print(f"wrote {a.out}: {len(test.names)} rows from {len(a.checkpoint)} checkpoint(s), tta {a.tta}")
     return 0
 

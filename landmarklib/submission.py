@@ -22,16 +22,35 @@ MAX_COORD = 100_000
 SUBMISSION_COLUMNS = ["file_name"] + [f"Point_M{i}_{c}" for i in range(N_QUERY) for c in "XY"]
 
 
-def write_submission(path: Path | str, names: np.ndarray, points: np.ndarray, indices: np.ndarray) -> Path:
+def bad_value(values: np.ndarray) -> tuple[int, int, str] | None:
+    """The first (row, column, why) of (N, 60) submission values that no checker accepts: not a finite
+    number, or beyond ±MAX_COORD px. What write_submission refuses to write and read_submission refuses."""
+    finite = np.isfinite(values)
+    for bad, why in ((~finite, "not a finite number"),
+                     (finite & (np.abs(np.where(finite, values, 0)) > MAX_COORD),
+                      f"not a pixel coordinate (beyond ±{MAX_COORD:g} px)")):
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            return int(r), int(c), f"{why}; {int(bad.sum())} such value(s)"
+    return None
+
+
+def write_submission(path: Path | str, names: np.ndarray, points: np.ndarray, indices: np.ndarray,
+                     source: str = "the predictions") -> Path:
     """Write `points` (N, 971, 2, original pixels, rows in test_points.csv order) as a submission.
 
     Values are rounded to the nearest integer (the organizers' baseline truncated with
-    astype(int), a known loss of ~0.4 MSE). Written to a temp file, then renamed.
+    astype(int), a known loss of ~0.4 MSE). Written to a temp file, then renamed. A value the
+    checker would refuse (bad_value: a diverged model's) is a DataError naming `source` (the
+    checkpoints), and nothing is written.
     """
     path = Path(path)
     sel = select_points(points, indices).reshape(len(names), -1)
-    if not np.isfinite(sel).all():
-        raise ValueError("predictions contain NaN or inf")
+    bad = bad_value(sel)
+    if bad is not None:
+        r, c, why = bad
+        raise DataError(f"{source}: predicts {sel[r, c]:g} for {str(names[r])!r} column {SUBMISSION_COLUMNS[c + 1]!r}: "
+                        f"{why} (a diverged model?); {path} not written")
     df = pd.DataFrame(np.rint(sel).astype(np.int64), columns=SUBMISSION_COLUMNS[1:])
     df.insert(0, "file_name", np.asarray(names))
     with atomic_path(path) as tmp:
@@ -78,16 +97,12 @@ def read_submission(path: Path | str, test_points: Path | str) -> tuple[np.ndarr
         raise DataError(f"{path}:2: column {flags[0]!r} holds true/false, not pixel coordinates "
                         f"({len(flags)} such column(s))")
     values = df.iloc[:, 1:].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise DataError(f"{path}:{r + 2}: column {SUBMISSION_COLUMNS[c + 1]!r} is {df.iat[r, c + 1]!r}, "
-                        f"not a finite number")
-    absurd = np.abs(values) > MAX_COORD
-    if absurd.any():
-        r, c = np.argwhere(absurd)[0]
-        raise DataError(f"{path}:{r + 2}: column {SUBMISSION_COLUMNS[c + 1]!r} is {values[r, c]:g}, not a pixel "
-                        f"coordinate (beyond ±{MAX_COORD:g} px; {int(absurd.sum())} such value(s))")
+    bad = bad_value(values)
+    if bad is not None:
+        r, c, why = bad
+        cell = df.iat[r, c + 1]
+        shown = f"{cell:g}" if isinstance(cell, (float, np.floating)) else repr(cell)
+        raise DataError(f"{path}:{r + 2}: column {SUBMISSION_COLUMNS[c + 1]!r} is {shown}, {why}")
     return names, values.reshape(len(names), N_QUERY, 2)
 
 

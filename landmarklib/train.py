@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -30,7 +31,7 @@ from .augment import augment, to_nchw
 from .cache import BatchLoader, Cache, build_cache, cache_root
 from .config import (OPTIMIZERS, RUN, check_same_data, check_same_recipe, describe, make_config, read_run_config,
                      resolve_run_dir, run_name, use_pretrained)
-from .data import fingerprint, read_blocklist, split_indices
+from .data import check_split, count_rows, fingerprint, read_blocklist, split_indices
 from .errors import DataError, check_output, cli
 from .geometry import decode, encode, from_normalized
 from .losses import make_loss
@@ -44,7 +45,12 @@ from .schedules import Plateau, lr_factor, peak_lr, weight_decay_at
 from .settings import add_arguments
 from .tblog import RunLog
 
-LOG_EVERY = 25   # steps between reads of the loss (progress bar, TensorBoard)
+LOG_EVERY = 25   # steps between reads of the loss (progress bar, TensorBoard, the divergence check)
+DIVERGED = 100.0   # a loss this many times the run's first is a diverged run, as is a non-finite one
+
+
+class Diverged(DataError):
+    """The loss went non-finite or far above its start: the run stops before saving its weights."""
 TB_IMAGES = 4    # validation images drawn into TensorBoard each epoch
 HISTORY_FIELDS = ["epoch", "lr", "train_loss", "val_mse_px", "val_mse30_px", "seconds", "images_per_s",
                   "data_wait"]
@@ -64,10 +70,12 @@ def make_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
 
 def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, epoch: int, *, lr_scale: float = 1.0,
                     scaler=None, amp_dtype=None, generator: torch.Generator | None = None,
-                    progress: bool = True, log: RunLog | None = None, ema=None) -> dict:
+                    progress: bool = True, log: RunLog | None = None, ema=None, start_loss: float | None = None) -> dict:
     """One pass over `loader` (at most cfg['max_train_steps'] steps); the LR is set before every step,
     and `ema` (the weights' moving average) updated after it.
-    Every LOG_EVERY steps the loss is read back once, for the progress bar and `log` alike."""
+    Every LOG_EVERY steps the loss is read back once, for the progress bar and `log` alike, and
+    checked: non-finite, or DIVERGED times `start_loss` (the run's first loss; this epoch's first
+    where None), raises Diverged. The stats hold `start_loss` for the next epoch."""
     model.train()
     device = loader.device
     steps = len(loader) if cfg["max_train_steps"] is None else min(len(loader), cfg["max_train_steps"])
@@ -100,8 +108,12 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
             ema.update_parameters(model)
         total += loss.detach() * len(x)
         seen += len(x)
-        if (progress or log is not None) and step % LOG_EVERY == 0:   # the only host sync in the loop
+        if step % LOG_EVERY == 0:   # the only host sync in the loop
             value = loss.item()
+            start_loss = value if start_loss is None else start_loss
+            if not math.isfinite(value) or value > DIVERGED * start_loss:
+                raise Diverged(f"diverged at epoch {epoch + 1} step {step + 1} (lr {lr:.2e}): loss {value:.3g}, "
+                               f"{'not a number' if not math.isfinite(value) else 'from ' + format(start_loss, '.3g')}")
             steps_bar.set_postfix(loss=f"{value:.5f}", lr=f"{lr:.2e}", refresh=False)
             if log is not None:
                 log.step(epoch * steps + step, value, lr)
@@ -114,8 +126,12 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
     if dist.is_initialized():
         dist.all_reduce(stats)
     seconds = time.perf_counter() - start
-    return {"train_loss": float(stats[0] / stats[1]), "seconds": seconds,
-            "images_per_s": float(stats[1]) / seconds, "data_wait": wait / seconds}
+    mean = float(stats[0] / stats[1])
+    if not math.isfinite(mean) or mean > DIVERGED * start_loss:
+        raise Diverged(f"diverged at epoch {epoch + 1} step {steps} (lr {lr:.2e}): the epoch's mean loss is {mean:.3g}, "
+                       f"from {start_loss:.3g}")
+    return {"train_loss": mean, "seconds": seconds, "images_per_s": float(stats[1]) / seconds,
+            "data_wait": wait / seconds, "start_loss": start_loss}
 
 
 @torch.no_grad()
@@ -203,17 +219,28 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
         queries = dict(zip(val_idx.tolist(), query_indices(len(val_idx))))
     epochs = bar(range(state.epoch, cfg["epochs"]), desc=run_name(cfg), disable=not progress,
                  initial=state.epoch, total=cfg["epochs"], unit="epoch")
+    start_loss = None
     for epoch in epochs:
         train_loader.set_epoch(epoch)
         scale = state.plateau.scale
         lr = peak_lr(cfg) * lr_factor(cfg, epoch + 0.5) * scale   # mid-epoch: a warmup epoch shows half
-        stats = train_one_epoch(net, train_loader, state.optimizer, loss_fn, cfg, epoch, lr_scale=scale,
-                                scaler=state.scaler, amp_dtype=amp_dtype, generator=state.generator,
-                                progress=progress, log=log, ema=state.ema)
+        try:
+            stats = train_one_epoch(net, train_loader, state.optimizer, loss_fn, cfg, epoch, lr_scale=scale,
+                                    scaler=state.scaler, amp_dtype=amp_dtype, generator=state.generator,
+                                    progress=progress, log=log, ema=state.ema, start_loss=start_loss)
+        except Diverged as e:   # nothing of this epoch is saved: last.pt and best.pt stay the last good ones
+            log.close()
+            kept = f"{run_dir}/last.pt keeps epoch {state.epoch}" if state.epoch and run_dir else "nothing was saved"
+            raise Diverged(f"{e}; {kept}; lower lr (peak {peak_lr(cfg):.2e})") from None
+        start_loss = stats.pop("start_loss")
         if bn_loader is not None and (val_idx is not None or run_dir is not None or epoch + 1 == cfg["epochs"]):
             recompute_bn(state.evaluated, bn_loader)
         if val_idx is not None:
             stats |= evaluate(state.evaluated, val_loader, cache, queries, amp_dtype)
+            if not math.isfinite(stats["val_mse_px"]):
+                log.close()
+                raise Diverged(f"diverged at epoch {epoch + 1}: validation MSE {stats['val_mse_px']}; lower lr "
+                               f"(peak {peak_lr(cfg):.2e})")
             if cfg["schedule"] == "plateau":
                 state.plateau.step(stats["val_mse_px"])
         improved = state.end_epoch({"epoch": epoch + 1, "lr": lr} | stats)
@@ -285,6 +312,8 @@ def fit(overrides: dict | None = None, progress: bool = True) -> list[dict]:
     rank = _processes()[1]
     run_dir = Path(cfg["run_dir"])
     data_id = fingerprint(cfg["data_dir"])
+    csv = Path(cfg["data_dir"]) / "train" / "landmarks.csv"
+    check_split(count_rows(csv), cfg["val_fraction"], cfg["batch_size"], csv)
     blocked = read_blocklist(cfg["blocklist"]) if cfg["blocklist"] else None
     if cfg["weights_path"]:
         read_weights(cfg["weights_path"])   # a state dict, or one clear error now (what matches: when the model is built)
@@ -354,8 +383,9 @@ def _fit(cfg: dict, ckpt: dict | None, data_id: dict, blocked: set | None, progr
             if progress:
                 print(f"blocklist {cfg['blocklist']}: {len(blocked)} names, {int((~kept).sum())} training rows left "
                       f"out (validation unchanged, so runs with and without compare on the same images)")
-        if len(train_idx) < cfg["batch_size"]:
-            raise ValueError(f"{len(train_idx)} training images is fewer than one batch of {cfg['batch_size']}")
+        if len(train_idx) < cfg["batch_size"]:   # check_split passed: the blocklist left too few
+            raise DataError(f"{cfg['blocklist']}: leaves {len(train_idx)} training images, fewer than one batch of "
+                            f"{cfg['batch_size']}; lower batch_size or block fewer rows")
         if rank == 0:
             write_json(run_dir / "device.json", _device_log(run_dir / "device.json")
                        + [report | {"epoch": ckpt["epoch"] if ckpt else 0}])

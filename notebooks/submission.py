@@ -85,7 +85,7 @@ csv_out = output_path(out, "submission.csv", mount_drive)
 test = load_split(data_dir, "test")
 pred = predict_split([Path(r) / checkpoint for r in sources], data_dir, "test", tta, device)
 csv_out.parent.mkdir(parents=True, exist_ok=True)
-write_submission(csv_out, test.names, pred, test.indices)
+write_submission(csv_out, test.names, pred, test.indices, source=", ".join(map(str, sources)))
 names, points = read_submission(csv_out, Path(data_dir) / "test" / "test_points.csv")   # validates the file
 print(f"{csv_out}: {len(names)} rows, valid; from {len(sources)} run(s), tta {tta}")
 

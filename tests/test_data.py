@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -156,3 +157,126 @@ def test_read_landmark_lines_gives_those_lines_in_the_order_asked(synth_copy):
     _rewrite(path, lines)
     with pytest.raises(DataError, match=r"landmarks.csv:4: missing or non-finite value"):
         read_landmark_lines(path, [2, 4])
+
+
+def _zip_of(src, dest, skip=("SYNTHETIC.json",)):
+    import zipfile
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dest, "w") as zf:
+        for p in sorted(src.rglob("*")):
+            if p.is_file() and p.name not in skip:
+                zf.write(p, "DATA/" + p.relative_to(src).as_posix())
+    return dest
+
+
+def test_a_rerun_with_another_zip_unpacks_it_in_place_of_the_old_data(synth_dir, tmp_path, capsys):
+    from landmarklib.data import load_split, unpack_contest
+    from landmarklib.synth import make_dataset
+    a = _zip_of(synth_dir, tmp_path / "a" / "contest.zip")
+    b = _zip_of(make_dataset(tmp_path / "other", n_train=40, n_test=10, seed=9, workers=1), tmp_path / "b" / "contest.zip")
+    d = tmp_path / "data"
+    unpack_contest(a, d, scratch=tmp_path / "s")
+    unpack_contest(a, d, scratch=tmp_path / "s")                     # the same zip: nothing to do, nothing said
+    assert "again" not in capsys.readouterr().out
+    unpack_contest(b, d, scratch=tmp_path / "s")
+    assert f"unpacked from {a.resolve()} before; unpacking {b} again" in capsys.readouterr().out
+    assert len(load_split(d, "train").names) == 40 and len(list((d / "train" / "images").iterdir())) == 40
+
+
+def test_an_unfinished_unpack_of_another_zip_is_not_mixed_in(synth_dir, tmp_path, capsys):
+    import json
+    from landmarklib.data import unpack_contest
+    a = _zip_of(synth_dir, tmp_path / "a" / "contest.zip")
+    d = tmp_path / "data"
+    (d / "train" / "images").mkdir(parents=True)
+    (d / "train" / "images" / "stale.jpg").write_bytes(b"x")           # what the other zip's unpack left
+    (d / ".unpacking").write_text(json.dumps({"path": "/elsewhere/other.zip", "size": 1, "mtime_ns": 1}))
+    unpack_contest(a, d, scratch=tmp_path / "s")
+    assert "an unfinished unpack of another zip" in capsys.readouterr().out
+    assert not (d / "train" / "images" / "stale.jpg").exists() and not (d / ".unpacking").exists()
+
+
+def test_given_test_points_win_over_the_zips_own_and_a_corrected_file_is_taken_on_a_rerun(synth_dir, tmp_path,
+                                                                                          capsys):
+    from landmarklib.data import unpack_contest
+    z = _zip_of(synth_dir, tmp_path / "contest.zip")
+    own = (synth_dir / "test" / "test_points.csv").read_bytes()
+    given = tmp_path / "given.csv"
+    given.write_bytes(own.replace(b"\n", b"\r\n"))                   # the same points, another file
+    d = tmp_path / "data"
+    unpack_contest(z, d, given, scratch=tmp_path / "s")
+    assert f"using {given}, not the test_points.csv inside contest.zip" in capsys.readouterr().out
+    assert (d / "test" / "test_points.csv").read_bytes() == given.read_bytes()
+    corrected = tmp_path / "corrected.csv"
+    corrected.write_bytes(own)
+    unpack_contest(z, d, corrected, scratch=tmp_path / "s")
+    assert f"using {corrected}, not the test_points.csv it held" in capsys.readouterr().out
+    assert (d / "test" / "test_points.csv").read_bytes() == own
+    with pytest.raises(DataError, match=r"nowhere.csv: test_points.csv not found"):
+        unpack_contest(z, d, tmp_path / "nowhere.csv", scratch=tmp_path / "s")
+
+
+@pytest.mark.parametrize("make, kind", [
+    (lambda img, t: os.mkfifo(img), "a named pipe"),
+    (lambda img, t: (os.mkfifo(t / "pipe"), img.symlink_to(t / "pipe")), "a named pipe"),
+    (lambda img, t: img.symlink_to(t / "gone.jpg"), "a broken link"),
+    (lambda img, t: img.mkdir(), "a folder"),
+])
+def test_an_image_that_is_not_a_regular_file_is_named_before_any_read(synth_copy, tmp_path, make, kind):
+    from landmarklib.data import load_split
+    img = synth_copy / "train" / "images" / load_split(synth_copy, "train").names[3]
+    img.unlink()
+    make(img, tmp_path)
+    with pytest.raises(DataError, match=rf"{img.name}: not a regular file but {kind} \(listed at .*landmarks.csv:5"):
+        check(synth_copy, workers=1)                                   # a pipe opened for reading would block
+
+
+def test_zip_members_of_the_kinds_windows_and_attackers_write(synth_dir, tmp_path):
+    """Backslash separators are folders; a symbolic link, an encrypted member, Deflate64 (Windows
+    Explorer's large zips) or another method zipfile cannot read is one line naming it, nothing unpacked."""
+    import zipfile
+    from landmarklib.data import _check_member, load_split, unpack_contest
+    z = tmp_path / "win.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for p in sorted(synth_dir.rglob("*")):
+            if p.is_file() and p.name != "SYNTHETIC.json":
+                zf.write(p, "DATA\\" + p.relative_to(synth_dir).as_posix().replace("/", "\\"))
+    assert len(load_split(unpack_contest(z, tmp_path / "data", scratch=tmp_path / "s"), "train").names) == 60
+    link = tmp_path / "link.zip"
+    with zipfile.ZipFile(link, "w") as zf:
+        zf.writestr("DATA/train/landmarks.csv", "x")
+        info = zipfile.ZipInfo("DATA/train/images")
+        info.external_attr = 0o120777 << 16
+        zf.writestr(info, "/etc")
+    with pytest.raises(DataError, match=r"link.zip: member 'DATA/train/images' is a symbolic link.*; nothing unpacked"):
+        unpack_contest(link, tmp_path / "d2", scratch=tmp_path / "s")
+    assert not (tmp_path / "d2").exists()
+    for field, value, said in (("flag_bits", 0x1, "is encrypted"), ("compress_type", 9, "is compressed with Deflate64"),
+                               ("compress_type", 99, "uses compression method 99")):
+        info = zipfile.ZipInfo("DATA/train/x.jpg")
+        setattr(info, field, value)
+        with pytest.raises(DataError, match=rf"c.zip: member 'DATA/train/x.jpg' {said}"):
+            _check_member(info, tmp_path / "c.zip")
+
+
+def test_csv_names_as_the_user_wrote_them_or_the_row_named(synth_copy):
+    """A file_name beginning with a quote is that name (the format has no quoting); a name in NFC
+    that is NFD on disk (copied from a Mac) names the row and both spellings."""
+    import unicodedata
+    from landmarklib.data import load_split
+    csv = synth_copy / "train" / "landmarks.csv"
+    lines = csv.read_text().split("\n")
+    images = synth_copy / "train" / "images"
+    for row, new in ((2, '"quoted.jpg'), (4, unicodedata.normalize("NFC", "café.jpg"))):
+        old = lines[row + 1].split("\t", 1)[0]
+        on_disk = new if row == 2 else unicodedata.normalize("NFD", new)
+        (images / old).rename(images / on_disk)
+        lines[row + 1] = new + lines[row + 1][len(old):]
+    csv.write_text("\n".join(lines))
+    assert load_split(synth_copy, "train").names[2] == '"quoted.jpg'
+    nfc, nfd = (unicodedata.normalize(form, "café.jpg") for form in ("NFC", "NFD"))
+    with pytest.raises(DataError, match=rf"landmarks.csv:6: image '{nfc}' is on disk as '{nfd}', the same name "
+                                        r"in another Unicode normalization"):
+        check(synth_copy, workers=1)
+    (images / nfd).rename(images / nfc)
+    assert check(synth_copy, workers=1)["train"]["images"] == 60

@@ -64,3 +64,25 @@ def test_resnets_from_scratch_start_each_residual_block_as_the_identity_but_resn
     assert all(float(b.bn1.weight.detach().abs().sum()) > 0 for b in blocks)
     blocks = [m for m in create_model("resnet18").modules() if type(m).__name__ == "BasicBlock"]
     assert len(blocks) == 8 and all(float(b.bn2.weight.detach().abs().min()) > 0 for b in blocks)
+
+
+def test_a_pickle_that_would_run_code_is_refused_unread(tmp_path):
+    import os
+    import pickle
+
+    from landmarklib.errors import DataError
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+
+    for protocol, held in ((2, "Python objects other than tensors"), (4, "bytes the weights-only reader does not "
+                                                                           "allow")):   # 4: refused at its first op
+        path = tmp_path / f"evil{protocol}.pt"
+        path.write_bytes(pickle.dumps(Payload(), protocol=protocol))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")                 # no warning of torch's beside our one line
+            with pytest.raises(DataError, match=rf"evil{protocol}.pt: not a readable PyTorch weights file .*: it holds "
+                                                rf"{held}.*; refused, nothing in it run"):
+                models.read_weights(path)
+    assert not (tmp_path / "ran").exists()

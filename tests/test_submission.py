@@ -64,3 +64,15 @@ def test_score_without_ground_truth_is_a_clear_error(synth_copy, tmp_path):
     (synth_copy / "test" / "landmarks.csv").unlink()
     with pytest.raises(DataError, match="no test ground truth"):
         score_submission(p, synth_copy)
+
+
+@pytest.mark.parametrize("value, why", [(np.nan, "not a finite number"), (3.8e10, "not a pixel coordinate")])
+def test_a_diverged_models_predictions_are_not_written(synth_dir, tmp_path, value, why):
+    """What the checker refuses is never written: predict names the checkpoint instead (exit 2)."""
+    t = load_split(synth_dir, "test")
+    points = t.landmarks.astype(np.float64).copy()
+    points[2, t.indices[2, 5]] = value
+    with pytest.raises(DataError, match=rf"runs/x/best.pt: predicts .* for {str(t.names[2])!r} column 'Point_M5_X': "
+                                        rf"{why}.*/s.csv not written"):
+        write_submission(tmp_path / "s.csv", t.names, points, t.indices, source="runs/x/best.pt")
+    assert not (tmp_path / "s.csv").exists()

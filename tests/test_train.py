@@ -112,3 +112,45 @@ def test_torchrun_two_processes_match_one(synth_dir, tmp_path):
         assert float(rb["train_loss"]) == pytest.approx(float(ra["train_loss"]), rel=0.1)
         assert float(rb["val_mse_px"]) == pytest.approx(float(ra["val_mse_px"]), rel=0.15)
     assert np.isfinite([float(r["val_mse_px"]) for r in b]).all()
+
+
+def test_a_diverging_run_stops_naming_epoch_step_and_lr_and_keeps_the_last_good_checkpoint(synth_dir, tmp_path):
+    from landmarklib.data import DataError
+    from landmarklib.train import Diverged
+    cfg = _cfg(synth_dir, tmp_path, epochs=2, max_train_steps=2)
+    fit(cfg, progress=False)                                           # two good epochs
+    good = (tmp_path / "run" / "last.pt").read_bytes()
+    from landmarklib import train as train_mod
+    real = train_mod.peak_lr
+    train_mod.peak_lr = lambda c: 1e4   # resumed for a third epoch with the LR blown up: the loss runs away
+    try:
+        # the drop at epoch 2 (factor 0.1) makes the blown-up peak 1e4 an LR of 1e3 in epoch 3
+        with pytest.raises(Diverged, match=r"diverged at epoch 3 step \d+ \(lr 1\.00e\+03\): .*run/last.pt keeps "
+                                           r"epoch 2; lower lr"):
+            fit(cfg | {"epochs": 3}, progress=False)
+    finally:
+        train_mod.peak_lr = real
+    assert (tmp_path / "run" / "last.pt").read_bytes() == good and issubclass(Diverged, DataError)
+    assert len(_history(tmp_path / "run")) == 2
+
+
+def test_splits_without_a_validation_image_or_a_full_batch_are_refused_before_anything_is_written(synth_dir,
+                                                                                                  tmp_path):
+    from landmarklib.data import DataError
+    with pytest.raises(DataError, match=r"landmarks.csv: val_fraction 0.005 of 60 rows leaves no validation image; "
+                                        r"give val_fraction 0.017 or more"):
+        fit(_cfg(synth_dir, tmp_path, val_fraction=0.005), progress=False)
+    with pytest.raises(DataError, match=r"48 training rows .* fewer than one batch of 64; lower batch_size"):
+        fit(_cfg(synth_dir, tmp_path, batch_size=64), progress=False)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_blocklist_flags_take_the_words_people_write_or_name_the_row(tmp_path):
+    from landmarklib.data import DataError
+    bl = tmp_path / "bl.csv"
+    bl.write_text("file_name,flagged\na.jpg,yes\nb.jpg,no\nc.jpg, On \nd.jpg,0\ne.jpg,TRUE\n")
+    assert read_blocklist(bl) == {"a.jpg", "c.jpg", "e.jpg"}
+    for cell, shown in (("maybe", "'maybe'"), ("", "''")):
+        bl.write_text(f"file_name,flagged\na.jpg,true\nb.jpg,{cell}\n")
+        with pytest.raises(DataError, match=rf"bl.csv:3: flagged is {shown}; write true or false"):
+            read_blocklist(bl)
