@@ -75,7 +75,9 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
     and `ema` (the weights' moving average) updated after it.
     Every LOG_EVERY steps the loss is read back once, for the progress bar and `log` alike, and
     checked: non-finite, or DIVERGED times `start_loss` (the run's first loss; this epoch's first
-    where None), raises Diverged. The stats hold `start_loss` for the next epoch."""
+    where None), raises Diverged. Under DDP only the epoch's mean is checked, against a start averaged
+    over the processes, so that every process stops together. The stats hold `start_loss` for the
+    next epoch."""
     model.train()
     device = loader.device
     steps = len(loader) if cfg["max_train_steps"] is None else min(len(loader), cfg["max_train_steps"])
@@ -111,7 +113,7 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
         if step % LOG_EVERY == 0:   # the only host sync in the loop
             value = loss.item()
             start_loss = value if start_loss is None else start_loss
-            if not math.isfinite(value) or value > DIVERGED * start_loss:
+            if not dist.is_initialized() and (not math.isfinite(value) or value > DIVERGED * start_loss):
                 raise Diverged(f"diverged at epoch {epoch + 1} step {step + 1} (lr {lr:.2e}): loss {value:.3g}, "
                                f"{'not a number' if not math.isfinite(value) else 'from ' + format(start_loss, '.3g')}")
             steps_bar.set_postfix(loss=f"{value:.5f}", lr=f"{lr:.2e}", refresh=False)
@@ -122,12 +124,15 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
     steps_bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    stats = torch.stack([total, torch.tensor(float(seen), device=device)])
+    stats = torch.stack([total, torch.tensor(float(seen), device=device),
+                         torch.tensor(start_loss if start_loss is not None else math.nan, device=device)])
     if dist.is_initialized():
         dist.all_reduce(stats)
+        stats[2] /= dist.get_world_size()
+    start_loss = float(stats[2])
     seconds = time.perf_counter() - start
     mean = float(stats[0] / stats[1])
-    if not math.isfinite(mean) or mean > DIVERGED * start_loss:
+    if stats[1] > 0 and (not math.isfinite(mean) or mean > DIVERGED * start_loss):
         raise Diverged(f"diverged at epoch {epoch + 1} step {steps} (lr {lr:.2e}): the epoch's mean loss is {mean:.3g}, "
                        f"from {start_loss:.3g}")
     return {"train_loss": mean, "seconds": seconds, "images_per_s": float(stats[1]) / seconds,
