@@ -583,7 +583,7 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
     if done is not None:
         if done.get("zip") in (None, _zip_identity(zip_path)):   # None: a marker of an older landmarklib
             if given is not None and done.get("test_points") != file_digest(given):
-                _put_test_points(given, dest, f"using {given}, not the test_points.csv it held (test_points_path "
+                put_test_points(given, dest, f"using {given}, not the test_points.csv it held (test_points_path "
                                               f"changed since the unpack)")
                 marker.write_text(json.dumps(done | {"test_points": file_digest(given)}) + "\n")
             return data_dir
@@ -618,7 +618,7 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
     if given is not None or not in_zip:   # a given file wins over the zip's own, and says so
         if not source.is_file():
             raise DataError(f"{dest}: missing, and no test_points.csv given or found next to {zip_path}")
-        _put_test_points(source, dest, f"using {source}, not the test_points.csv inside {zip_path.name} (a given "
+        put_test_points(source, dest, f"using {source}, not the test_points.csv inside {zip_path.name} (a given "
                                         f"file wins)" if in_zip else None)
     identity = {"zip": _zip_identity(zip_path), "test_points": "in the zip" if given is None and in_zip
                 else file_digest(source)}
@@ -646,7 +646,8 @@ def _read_marker(marker: Path) -> dict | None:
     return done if isinstance(done, dict) else {}
 
 
-def _put_test_points(source: Path, dest: Path, said: str | None) -> None:
+def put_test_points(source: Path, dest: Path, said: str | None) -> None:
+    """`source` copied to `dest` (atomically), and `said` printed in one line when given."""
     if said:
         print(f"{dest}: {said}")
     dest.parent.mkdir(parents=True, exist_ok=True)

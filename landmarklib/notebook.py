@@ -21,7 +21,8 @@ from pathlib import Path
 from . import colab
 from .ablation import GRIDS
 from .config import DEFAULTS, DEMO, RECIPE_KEYS, RECIPES, RUN, SEED_MAX, SETTINGS, quick_profile
-from .data import UNPACKED_MARKER, fingerprint, has_layout, is_synthetic, unpack_contest
+from .data import (UNPACKED_MARKER, file_digest, fingerprint, has_layout, is_synthetic, put_test_points,
+                   unpack_contest)
 from .errors import DataError
 from .predict import TTA
 from .settings import Setting, by_name, parse_bool
@@ -147,11 +148,15 @@ def ensure_data(data_dir: Path | str, zip_path: Path | str | None = None, test_p
                 demo: bool = False, demo_size: dict | None = None) -> Path:
     """The contest layout in data_dir, brought back if it is gone: unpacked from `zip_path` (again,
     after a Colab recycle), or, with demo=True, the synthetic demo set made there (only into a
-    missing or empty folder). Otherwise a DataError names the folder and what is missing."""
+    missing or empty folder). Otherwise a DataError names the folder and what is missing. A given
+    `test_points` always wins over the one in data_dir, and that is said."""
     d = Path(data_dir)
     if zip_path:   # at once when data_dir came from this zip and these test points (unpack_contest's marker)
         return unpack_contest(zip_path, d, test_points)
     if has_layout(d):
+        dest = d / "test" / "test_points.csv"
+        if test_points and file_digest(test_points) != file_digest(dest):
+            put_test_points(Path(test_points), dest, f"using {test_points} (test_points_path), not the file that was there")
         return d
     if demo:
         make_dataset(d, **(demo_size or {}))

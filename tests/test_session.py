@@ -217,3 +217,14 @@ def test_unpacking_stops_before_a_full_disk_and_footprint_adds_up(synth_dir, tmp
     sizes = data_mod.footprint(data)
     images = sum(p.stat().st_size for p in (data / "train" / "images").iterdir())
     assert sizes["train/images"] == images and sizes["test/images"] > 0 and sizes["csv files"] > 0
+
+
+def test_a_given_test_points_path_wins_over_the_file_in_a_ready_data_dir(synth_copy, tmp_path, capsys):
+    dest = synth_copy / "test" / "test_points.csv"
+    given = tmp_path / "tp.csv"
+    given.write_bytes(dest.read_bytes().replace(b"\n", b"\r\n"))       # the user's corrected copy
+    assert ensure_data(synth_copy, None, given) == synth_copy
+    assert dest.read_bytes() == given.read_bytes()
+    assert f"using {given} (test_points_path), not the file that was there" in capsys.readouterr().out
+    ensure_data(synth_copy, None, given)
+    assert capsys.readouterr().out == ""                               # the same file again: nothing to say
