@@ -140,6 +140,7 @@ RUN: tuple[Setting, ...] = (
 SETTINGS: dict[str, Setting] = by_name(RUN)
 RECIPE_KEYS = tuple(k for k in (s.name for s in RUN) if any(k in r for r in RECIPES.values()))   # what a recipe sets
 DEFAULTS: dict = defaults(RUN)
+PLACES = ("data_dir", "run_dir", "cache_dir")   # where a run reads and writes: not part of its recipe
 RESUMABLE_KEYS = {s.name for s in RUN if s.resumable}
 
 
@@ -200,8 +201,7 @@ def describe(cfg: dict) -> str:
     or that differs from the defaults (where the data and outputs are is said elsewhere)."""
     same = ("data_dir", "weights_path", "pretrained") + (() if cfg["schedule"] == "drop" else ("drop_at",))
     base = make_config({k: cfg[k] for k in same})   # the defaults on this data: its lr; drop epochs if it drops
-    where = {"data_dir", "run_dir", "cache_dir"}
-    shown = [k for k in DEFAULTS if k not in where and k != "recipe"
+    shown = [k for k in DEFAULTS if k not in PLACES and k != "recipe"
              and (k in RECIPES[cfg["recipe"]] or cfg[k] != base[k])]
     if not shown:
         return f"settings: the defaults (recipe {cfg['recipe']})"

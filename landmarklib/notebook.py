@@ -25,6 +25,7 @@ from .data import (UNPACKED_MARKER, file_digest, fingerprint, has_layout, is_syn
                    unpack_contest)
 from .errors import DataError
 from .predict import TTA
+from .runs import best_runs
 from .settings import Setting, by_name, parse_bool
 from .synth import make_dataset
 
@@ -77,7 +78,8 @@ PARAMETERS: dict[str, tuple[Setting, ...]] = {
         Setting("loss_follow_up", True, "lr_drop grid: then MSE vs SmoothL1 at the best schedule")),
     "submission": (
         SETTINGS["data_dir"],
-        Setting("run_dirs", None, "one run dir, or a list of them for an ensemble; None: the latest run",
+        Setting("run_dirs", None, "one run dir, or a list of them for an ensemble; \"best:K\": the K best finished "
+                "runs of the runs folder on the same data and split; None: the latest run",
                 kind="paths"),
         Setting("checkpoint", "best.pt", "the file each run dir gives", choices=("best.pt", "last.pt")),
         Setting("tta", "flip", "test-time augmentation", choices=TTA),
@@ -230,6 +232,19 @@ def runs_root(mount_drive: bool = True) -> Path:
 def output_path(given: str | None, default_name: str, mount_drive: bool = True) -> Path:
     """`given`, or <runs_root>/<default_name>: where a notebook writes what other notebooks read."""
     return Path(given) if given else runs_root(mount_drive) / default_name
+
+
+def choose_runs(run_dirs: str | list[str] | None, root: Path | str, checkpoint: str = "best.pt") -> list[Path]:
+    """The submission notebook's run_dirs as run folders: None, the latest run under `root`; "best:K",
+    the K best finished runs there (runs.best_runs); else the folder or folders given."""
+    if run_dirs is None:
+        return [latest_run(root, checkpoint)]
+    if isinstance(run_dirs, str) and run_dirs.startswith("best:"):
+        k = run_dirs[len("best:"):]
+        if not k.isdigit() or int(k) < 1:
+            raise DataError(f"run_dirs {run_dirs!r}: best:K takes a whole number K of 1 or more, e.g. best:3")
+        return best_runs(root, int(k))
+    return [Path(r) for r in ([run_dirs] if isinstance(run_dirs, str) else run_dirs)]
 
 
 def latest_run(root: Path | str, checkpoint: str = "best.pt") -> Path:

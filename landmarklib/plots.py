@@ -128,6 +128,19 @@ def plot_ablation(curves: dict[str, list[pd.DataFrame]], drops: dict[str, list[i
     return fig
 
 
+def plot_runs(histories: dict[str, pd.DataFrame], title: str = "") -> plt.Figure:
+    """The validation curves of several runs on one axis (the runs table's best, in its order)."""
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    for name, h in histories.items():
+        ax.plot(h["epoch"], h["val_mse_px"], "o-", ms=3, label=name if len(name) <= 70 else name[:67] + "...")
+    ax.set(xlabel="epoch", ylabel="validation MSE, px² (log)", title=title or "validation MSE per epoch")
+    _log_y(ax)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)   # long names: below
+    fig.tight_layout()
+    return fig
+
+
 def plot_score_histogram(df: pd.DataFrame) -> plt.Figure:
     """score_annotations' scores (each row's worst stage, in multiples of that stage's threshold; log
     counts; flagged past 1). Rows a pass/fail rule flagged have no such measure: they are counted in

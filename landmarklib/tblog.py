@@ -1,6 +1,7 @@
 """TensorBoard event files for a run, in <run_dir>/tb beside history.csv (which stays the source of
 truth): train loss and LR every few steps, per epoch the validation MSE, images/s and data wait,
-and a few validation images with their predicted landmarks.
+and a few validation images with their predicted landmarks; when the run finishes, its settings and
+final validation MSE for the HParams dashboard.
 
     tensorboard --logdir runs          (Colab: %load_ext tensorboard, %tensorboard --logdir ...)
 """
@@ -55,6 +56,14 @@ class RunLog:
             draw_landmarks(ax, img, p, t, size=0.5)
         fig.tight_layout()
         self.writer.add_figure("val/predictions", fig, epoch)   # closes the figure
+
+    def hparams(self, settings: dict, metrics: dict) -> None:
+        """A finished run's settings and final metrics where TensorBoard's HParams dashboard reads them
+        (this run's tb folder), so `tensorboard --logdir runs` compares every run side by side."""
+        if self.writer is None:
+            return
+        plain = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()}
+        self.writer.add_hparams(plain, metrics, run_name=".")   # ".": beside the scalars, not a new run
 
     def close(self) -> None:
         if self.writer is not None:

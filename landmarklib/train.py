@@ -29,8 +29,8 @@ from .averaging import make_ema, recompute_bn
 from .atomic import atomic_path, run_lock, write_json
 from .augment import augment, to_nchw
 from .cache import BatchLoader, Cache, build_cache, cache_root
-from .config import (OPTIMIZERS, RUN, check_same_data, check_same_recipe, describe, make_config, read_run_config,
-                     resolve_run_dir, run_name, use_pretrained)
+from .config import (DEFAULTS, OPTIMIZERS, PLACES, RUN, check_same_data, check_same_recipe, describe, make_config,
+                     read_run_config, resolve_run_dir, run_name, use_pretrained)
 from .data import check_split, count_rows, fingerprint, read_blocklist, split_indices
 from .errors import DataError, check_output, cli
 from .geometry import decode, encode, from_normalized
@@ -267,6 +267,10 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
         if rank == 0:
             state.save(run_dir, improved, augment_states)
             _write_history(run_dir / "history.csv", state.history)
+    if val_idx is not None and state.history and state.epoch == cfg["epochs"]:
+        val = [h["val_mse_px"] for h in state.history]
+        log.hparams({k: cfg[k] for k in DEFAULTS if k not in PLACES},
+                    {"hparam/best_val_mse_px": min(val), "hparam/last_val_mse_px": val[-1]})
     log.close()
     return state.evaluated, state.history
 

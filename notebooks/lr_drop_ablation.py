@@ -82,7 +82,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from landmarklib import ablation
+from landmarklib import ablation, runs
 from landmarklib.notebook import output_path, prepare_data
 from landmarklib.plots import plot_ablation, save
 
@@ -122,3 +122,9 @@ for knob, knob_configs in follow_ups.items():
 csv_path, md_path = ablation.write_results(table, ablation_root)
 print(f"wrote {csv_path} and {md_path}")
 display(Markdown(md_path.read_text()))
+
+# %% [markdown]
+# Every run of this folder, best validation MSE first (the submission notebook shows every run you have).
+
+# %%
+display(runs.table(ablation_root))

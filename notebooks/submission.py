@@ -19,10 +19,11 @@
 # %% [markdown]
 # # 5 · Submission: predict the test set, write and check `submission.csv`
 #
-# Takes `best.pt` of the latest run on Drive (or of each run in `run_dirs`: several are averaged, an
-# ensemble), predicts every test image and its mirror (`tta = "flip"`), writes `submission.csv` in the
-# contest format (`MyDrive/landmarklib/runs/` in Colab), checks it as the leaderboard would, and scores
-# it where the test labels are known (the demo set).
+# First every run you have made, best validation MSE first, with the curves of the best. Then it
+# takes `best.pt` of the latest run on Drive (or of each run in `run_dirs`: several are averaged, an
+# ensemble; `"best:3"`: the three best finished runs of the table), predicts every test image and its
+# mirror (`tta = "flip"`), writes `submission.csv` in the contest format (`MyDrive/landmarklib/runs/` in
+# Colab), checks it as the leaderboard would, and scores it where the test labels are known (the demo set).
 
 # %%
 # @title Setup { display-mode: "form" }
@@ -71,15 +72,28 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from IPython.display import display
+
+from landmarklib import runs
 from landmarklib.data import load_split
-from landmarklib.notebook import latest_run, output_path, prepare_data, runs_root
-from landmarklib.plots import landmark_grid, save
+from landmarklib.notebook import choose_runs, output_path, prepare_data, runs_root
+from landmarklib.plots import landmark_grid, plot_runs, save
 from landmarklib.predict import predict_split
 from landmarklib.score import score_submission
 from landmarklib.submission import read_submission, write_submission
 
+root = runs_root(mount_drive)
+runs_table = runs.table(root)
+display(runs_table)
+best = runs_table.dropna(subset=["best_mse_px"]).head(5)
+if len(best):
+    save(plot_runs(runs.histories(root, list(best["run"])), f"the {len(best)} best runs in {root}"),
+         root / "runs.png")
+    plt.show()
+
+# %%
 prepare_data(data_dir, zip_path, test_points_path, demo, quick)
-sources = [run_dirs] if isinstance(run_dirs, str) else run_dirs or [latest_run(runs_root(mount_drive))]
+sources = choose_runs(run_dirs, root, checkpoint)
 print(f"checkpoints from: {', '.join(map(str, sources))}")
 csv_out = output_path(out, "submission.csv", mount_drive)
 test = load_split(data_dir, "test")
