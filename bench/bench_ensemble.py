@@ -57,7 +57,7 @@ def main() -> None:
         for k in (2, 3):
             chosen = runs.best_runs(root, k)
             arms.append((f"best:{k} ({' + '.join(c.name for c in chosen)})", chosen))
-        print(f"\n| submitted | test MSE px², no TTA | test MSE px², flip TTA |\n| --- | --- | --- |")
+        print("\n| submitted | test MSE px², no TTA | test MSE px², flip TTA |\n| --- | --- | --- |")
         for label, dirs in arms:
             none, flip = (test_mse(dirs, data, tta, tmp) for tta in ("none", "flip"))
             print(f"| {label} | {none:.2f} | {flip:.2f} |", flush=True)

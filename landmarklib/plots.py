@@ -130,13 +130,15 @@ def plot_ablation(curves: dict[str, list[pd.DataFrame]], drops: dict[str, list[i
 
 def plot_runs(histories: dict[str, pd.DataFrame], title: str = "") -> plt.Figure:
     """The validation curves of several runs on one axis (the runs table's best, in its order)."""
-    fig, ax = plt.subplots(figsize=(10, 4.2))
-    for name, h in histories.items():
-        ax.plot(h["epoch"], h["val_mse_px"], "o-", ms=3, label=name if len(name) <= 70 else name[:67] + "...")
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for name, h in histories.items():   # a long name's end tells runs apart (seed, blocklist, ...)
+        label = f"{h['val_mse_px'].min():.1f}  " + (name if len(name) <= 80 else "…" + name[-79:])
+        ax.plot(h["epoch"], h["val_mse_px"], "o-", ms=3, label=label)
     ax.set(xlabel="epoch", ylabel="validation MSE, px² (log)", title=title or "validation MSE per epoch")
     _log_y(ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)   # long names: below
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.17), frameon=False,   # long names: below
+              title="best validation MSE, run", title_fontsize=9)
     fig.tight_layout()
     return fig
 
