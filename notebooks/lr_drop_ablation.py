@@ -82,9 +82,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from landmarklib import ablation, runs
+from landmarklib import ablation
 from landmarklib.notebook import output_path, prepare_data
 from landmarklib.plots import plot_ablation, save
+from landmarklib.runs import table as runs_table
 
 prepare_data(data_dir, zip_path, test_points_path, demo, quick)   # the runs below find it unpacked
 base = dict(data_dir=str(Path(data_dir).resolve()), arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -127,4 +128,4 @@ display(Markdown(md_path.read_text()))
 # Every run of this folder, best validation MSE first (the submission notebook shows every run you have).
 
 # %%
-display(runs.table(ablation_root))
+display(runs_table(ablation_root))
