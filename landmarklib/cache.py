@@ -312,7 +312,7 @@ def _decode(out: Path, src: Split, todo: np.ndarray, crop_size: int, mode: str, 
             for i in range(0, len(todo), step)]
     done_bar = bar(total=len(todo), desc=f"cache {src.name} {crop_size}px {mode}", disable=not progress, unit="img")
 
-    def save_state() -> None:  # after each chunk, so a killed build resumes where it stopped
+    def save_state() -> None:  # every SAVE_SECONDS and at the end, so a killed build resumes where it stopped
         for n, arr in (("affine", affine), ("sizes", sizes), ("done", done)):
             _save(out / f"{n}.npy", arr)
 

@@ -1,7 +1,7 @@
 """Exact geometry between original images, model inputs and normalized targets.
 
-Convention (DESIGN.md): pixel i covers [i - 0.5, i + 0.5]. A per-image affine is stored
-as (sx, sy, ox, oy) and maps an original point x to the input point
+Convention (docs/USAGE.md, "Conventions that decide pixels"): pixel i covers [i - 0.5, i + 0.5].
+A per-image affine is stored as (sx, sy, ox, oy) and maps an original point x to the input point
     u = (x + 0.5) * sx - 0.5 + ox
 (the same for y). PIL's resize uses the same model (its pixel i covers [i, i + 1]), so
 images and points move together exactly.

@@ -83,7 +83,7 @@ FLIP_PERM.setflags(write=False)
 def flip_points(points: np.ndarray, width: float) -> np.ndarray:
     """Mirror landmarks (..., 971, 2) of an image `width` pixels wide: x -> W - 1 - x, re-indexed.
 
-    W - 1 - x (not W - x) because pixel centres sit at integers (DESIGN.md).
+    W - 1 - x (not W - x) because pixel centres sit at integers (geometry.py, docs/USAGE.md).
     """
     out = np.array(points, dtype=np.float64, copy=True)
     out[..., 0] = np.expand_dims(np.asarray(width, dtype=np.float64), -1) - 1 - out[..., 0]
