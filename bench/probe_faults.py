@@ -92,12 +92,12 @@ def edit_in_place(csv: Path, row: int) -> None:
     os.utime(csv, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def zip_of(src: Path, dest: Path, prefix="DATA/", skip=("SYNTHETIC.json",)) -> Path:
+def zip_of(src: Path, dest: Path, prefix="DATA/", skip=("SYNTHETIC.json",), sep="/") -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(dest, "w") as zf:
         for p in sorted(src.rglob("*")):
             if p.is_file() and p.name not in skip and "cache" not in p.parts:
-                zf.write(p, prefix + p.relative_to(src).as_posix())
+                zf.write(p, (prefix + p.relative_to(src).as_posix()).replace("/", sep))
     return dest
 
 
@@ -530,7 +530,8 @@ def _(d, t):
     code = (f"import torch; p = {str(t / 'run' / 'best.pt')!r}; c = torch.load(p, weights_only=True); "
             f"c['model'] = {{k: v * 1e6 if v.is_floating_point() else v for k, v in c['model'].items()}}; "
             f"torch.save(c, p)")
-    assert run([PY, "-c", code])[0] == 0, run([PY, "-c", code])
+    done = run([PY, "-c", code])
+    assert done[0] == 0, done
     return [PY, "-m", "landmarklib.predict", "--data-dir", d, "--checkpoint", t / "run" / "best.pt", "--out",
             t / "sub.csv", "--device", "cpu"], \
         ("check", lambda rc, out, err: rc == 2 and "best.pt" in err and not (t / "sub.csv").exists())
@@ -615,11 +616,7 @@ def _(d, t):
 
 @case("zip formats", "names written with backslashes (an old Windows tool)")
 def _(d, t):
-    z = t / "bs.zip"
-    with zipfile.ZipFile(z, "w") as zf:
-        for p in sorted(d.rglob("*")):
-            if p.is_file() and p.name != "SYNTHETIC.json":
-                zf.write(p, "DATA\\" + p.relative_to(d).as_posix().replace("/", "\\"))
+    z = zip_of(d, t / "bs.zip", sep="\\")
     return as_cli(f"from landmarklib.data import unpack_contest, check; unpack_contest({str(z)!r}, "
                   f"{str(t / 'unz')!r}, scratch={str(t / 'scratch')!r}); print(check({str(t / 'unz')!r}, "
                   f"workers=1)['train']['images'])"), ("check", lambda rc, out, err: rc == 0 and out.strip() == "60")

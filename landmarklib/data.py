@@ -579,29 +579,28 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
         raise DataError(f"{given}: test_points.csv not found (test_points_path)")
     dest = data_dir / "test" / "test_points.csv"
     marker = data_dir / UNPACKED_MARKER
+    zip_id = _zip_identity(zip_path)
     done = _read_marker(marker)
     if done is not None:
-        if done.get("zip") in (None, _zip_identity(zip_path)):   # None: a marker of an older landmarklib
-            if given is not None and done.get("test_points") != file_digest(given):
+        if done.get("zip") in (None, zip_id):   # None: a marker of an older landmarklib
+            digest = file_digest(given) if given is not None else None
+            if digest is not None and done.get("test_points") != digest:
                 put_test_points(given, dest, f"using {given}, not the test_points.csv it held (test_points_path "
                                               f"changed since the unpack)")
-                marker.write_text(json.dumps(done | {"test_points": file_digest(given)}) + "\n")
+                marker.write_text(json.dumps(done | {"test_points": digest}) + "\n")
             return data_dir
         print(f"{data_dir}: unpacked from {done['zip']['path']} before; unpacking {zip_path} again into it "
               f"(the old data replaced, never mixed)")
         marker.unlink()
-        for part in ("train", "test"):
-            shutil.rmtree(data_dir / part, ignore_errors=True)
+        _remove(data_dir, ("train", "test"))
     source = given or zip_path.parent / "test_points.csv"
     started = data_dir / ".unpacking"   # which zip an unfinished unpack was of: another's files are not kept
-    if started.is_file() and started.read_text().strip() != json.dumps(_zip_identity(zip_path)):
+    if started.is_file() and started.read_text().strip() != json.dumps(zip_id):
         print(f"{data_dir}: an unfinished unpack of another zip is there; unpacking {zip_path} in its place")
-        for part in ("train", "test"):
-            shutil.rmtree(data_dir / part, ignore_errors=True)
+        _remove(data_dir, ("train", "test"))
     if is_synthetic(data_dir):
         print(f"{data_dir}: replacing the synthetic demo set there with the contest data from {zip_path.name}")
-        for part in ("train", "test", "SYNTHETIC.json"):
-            shutil.rmtree(data_dir / part) if (data_dir / part).is_dir() else (data_dir / part).unlink(missing_ok=True)
+        _remove(data_dir, ("train", "test", "SYNTHETIC.json"))
     local = Path(scratch or tempfile.gettempdir()) / zip_path.name
     is_copy = local.resolve() != zip_path.resolve()
     try:
@@ -609,7 +608,7 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
             _copy_to_scratch(zip_path, local)
         try:
             with zipfile.ZipFile(local) as zf:
-                in_zip = "test/test_points.csv" in _extract(zf, zip_path, data_dir, started)
+                in_zip = "test/test_points.csv" in _extract(zf, zip_path, data_dir, started, zip_id)
         except (zipfile.BadZipFile, EOFError, zlib.error) as e:
             raise DataError(f"{zip_path}: not a readable zip file ({e}); download it again") from None
     finally:
@@ -620,8 +619,7 @@ def unpack_contest(zip_path: Path | str, data_dir: Path | str, test_points: Path
             raise DataError(f"{dest}: missing, and no test_points.csv given or found next to {zip_path}")
         put_test_points(source, dest, f"using {source}, not the test_points.csv inside {zip_path.name} (a given "
                                         f"file wins)" if in_zip else None)
-    identity = {"zip": _zip_identity(zip_path), "test_points": "in the zip" if given is None and in_zip
-                else file_digest(source)}
+    identity = {"zip": zip_id, "test_points": "in the zip" if given is None and in_zip else file_digest(source)}
     marker.write_text(json.dumps(identity) + "\n")   # last: the unpack is whole from here on
     started.unlink(missing_ok=True)
     return data_dir
@@ -632,6 +630,12 @@ def _zip_identity(zip_path: Path) -> dict:
     slow; a zip downloaded again has a new mtime, and is unpacked again)."""
     st = zip_path.stat()
     return {"path": str(zip_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _remove(data_dir: Path, parts: tuple[str, ...]) -> None:
+    """data_dir's parts (folders or files) gone, where they are."""
+    for part in parts:
+        shutil.rmtree(data_dir / part) if (data_dir / part).is_dir() else (data_dir / part).unlink(missing_ok=True)
 
 
 def _read_marker(marker: Path) -> dict | None:
@@ -669,10 +673,10 @@ def _copy_to_scratch(zip_path: Path, local: Path) -> None:
         shutil.copy2(zip_path, tmp)
 
 
-def _extract(zf, zip_path: Path, data_dir: Path, started: Path) -> list[str]:
+def _extract(zf, zip_path: Path, data_dir: Path, started: Path, zip_id: dict) -> list[str]:
     """The data set's members written into data_dir (files already there whole are kept), once every
-    target is known to lie inside it; `started` records which zip, first. Returns the members' names
-    relative to data_dir."""
+    target is known to lie inside it; `started` records which zip (`zip_id`), first. Returns the
+    members' names relative to data_dir."""
     name = {i.filename: i.filename.replace("\\", "/") for i in zf.infolist()}   # old Windows tools: a\b is a/b
     csvs = [n for n in name.values() if n == "train/landmarks.csv" or n.endswith("/train/landmarks.csv")]
     if not csvs:
@@ -693,7 +697,7 @@ def _extract(zf, zip_path: Path, data_dir: Path, started: Path) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     todo = [i for i in members if not _unpacked(data_dir / rel[i.filename], i.file_size)]
     check_free_space(data_dir, sum(i.file_size for i in todo), f"unpacking {zip_path.name}")
-    started.write_text(json.dumps(_zip_identity(zip_path)) + "\n")
+    started.write_text(json.dumps(zip_id) + "\n")
     for info in bar(todo, desc="unzip", unit="file"):   # files already there whole: from an interrupted unpack
         target = data_dir / rel[info.filename]
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pandas as pd
+
 from . import colab
 from .ablation import GRIDS
 from .config import DEFAULTS, DEMO, RECIPE_KEYS, RECIPES, RUN, SEED_MAX, SETTINGS, quick_profile
@@ -234,16 +236,18 @@ def output_path(given: str | None, default_name: str, mount_drive: bool = True) 
     return Path(given) if given else runs_root(mount_drive) / default_name
 
 
-def choose_runs(run_dirs: str | list[str] | None, root: Path | str, checkpoint: str = "best.pt") -> list[Path]:
+def choose_runs(run_dirs: str | list[str] | None, root: Path | str, checkpoint: str = "best.pt",
+                runs_table: pd.DataFrame | None = None) -> list[Path]:
     """The submission notebook's run_dirs as run folders: None, the latest run under `root`; "best:K",
-    the K best finished runs there (runs.best_runs); else the folder or folders given."""
+    the K best finished runs there (runs.best_runs, from `runs_table` when given); else the folder or
+    folders given."""
     if run_dirs is None:
         return [latest_run(root, checkpoint)]
     if isinstance(run_dirs, str) and run_dirs.startswith("best:"):
         k = run_dirs[len("best:"):]
         if not k.isdigit() or int(k) < 1:
             raise DataError(f"run_dirs {run_dirs!r}: best:K takes a whole number K of 1 or more, e.g. best:3")
-        return best_runs(root, int(k))
+        return best_runs(root, int(k), runs_table)
     return [Path(r) for r in ([run_dirs] if isinstance(run_dirs, str) else run_dirs)]
 
 

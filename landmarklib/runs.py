@@ -97,11 +97,12 @@ def histories(root: Path | str, runs: list[str]) -> dict[str, pd.DataFrame]:
     return {run: pd.read_csv(Path(root) / run / "history.csv") for run in runs}
 
 
-def best_runs(root: Path | str, k: int) -> list[Path]:
+def best_runs(root: Path | str, k: int, df: pd.DataFrame | None = None) -> list[Path]:
     """The k finished runs with the best validation MSE that share the best run's data and validation
     split (what an ensemble averages must be comparable); the others are left out, said in one line.
-    Fewer than k such runs is a DataError saying what the folder holds."""
-    df = table(root)
+    Fewer than k such runs is a DataError saying what the folder holds. `df`: table(root), when the
+    caller has it already (on Drive, reading every run's files twice is slow)."""
+    df = table(root) if df is None else df
     finished = df[(df["state"] == "finished") & df["best_mse_px"].notna()]
     if finished.empty:
         raise DataError(f"{root}: no finished run to choose from (best:{k}); train one, or give run_dirs")

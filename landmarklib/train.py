@@ -47,13 +47,13 @@ from .tblog import RunLog
 
 LOG_EVERY = 25   # steps between reads of the loss (progress bar, TensorBoard, the divergence check)
 DIVERGED = 100.0   # a loss this many times the run's first is a diverged run, as is a non-finite one
+TB_IMAGES = 4    # validation images drawn into TensorBoard each epoch
+HISTORY_FIELDS = ["epoch", "lr", "train_loss", "val_mse_px", "val_mse30_px", "seconds", "images_per_s",
+                  "data_wait"]
 
 
 class Diverged(DataError):
     """The loss went non-finite or far above its start: the run stops before saving its weights."""
-TB_IMAGES = 4    # validation images drawn into TensorBoard each epoch
-HISTORY_FIELDS = ["epoch", "lr", "train_loss", "val_mse_px", "val_mse30_px", "seconds", "images_per_s",
-                  "data_wait"]
 
 
 def make_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
@@ -70,7 +70,8 @@ def make_optimizer(cfg: dict, params) -> torch.optim.Optimizer:
 
 def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, epoch: int, *, lr_scale: float = 1.0,
                     scaler=None, amp_dtype=None, generator: torch.Generator | None = None,
-                    progress: bool = True, log: RunLog | None = None, ema=None, start_loss: float | None = None) -> dict:
+                    progress: bool = True, log: RunLog | None = None, ema=None,
+                    start_loss: float | None = None) -> dict:
     """One pass over `loader` (at most cfg['max_train_steps'] steps); the LR is set before every step,
     and `ema` (the weights' moving average) updated after it.
     Every LOG_EVERY steps the loss is read back once, for the progress bar and `log` alike, and
@@ -133,8 +134,8 @@ def train_one_epoch(model, loader: BatchLoader, optimizer, loss_fn, cfg: dict, e
     seconds = time.perf_counter() - start
     mean = float(stats[0] / stats[1])
     if stats[1] > 0 and (not math.isfinite(mean) or mean > DIVERGED * start_loss):
-        raise Diverged(f"diverged at epoch {epoch + 1} step {steps} (lr {lr:.2e}): the epoch's mean loss is {mean:.3g}, "
-                       f"from {start_loss:.3g}")
+        raise Diverged(f"diverged at epoch {epoch + 1} step {steps} (lr {lr:.2e}): the epoch's mean loss is "
+                       f"{mean:.3g}, from {start_loss:.3g}")
     return {"train_loss": mean, "seconds": seconds, "images_per_s": float(stats[1]) / seconds,
             "data_wait": wait / seconds, "start_loss": start_loss}
 
@@ -225,53 +226,51 @@ def train_model(cfg: dict, cache: Cache, train_idx: np.ndarray, val_idx: np.ndar
     epochs = bar(range(state.epoch, cfg["epochs"]), desc=run_name(cfg), disable=not progress,
                  initial=state.epoch, total=cfg["epochs"], unit="epoch")
     start_loss = None
-    for epoch in epochs:
-        train_loader.set_epoch(epoch)
-        scale = state.plateau.scale
-        lr = peak_lr(cfg) * lr_factor(cfg, epoch + 0.5) * scale   # mid-epoch: a warmup epoch shows half
-        try:
+    try:
+        for epoch in epochs:
+            train_loader.set_epoch(epoch)
+            scale = state.plateau.scale
+            lr = peak_lr(cfg) * lr_factor(cfg, epoch + 0.5) * scale   # mid-epoch: a warmup epoch shows half
             stats = train_one_epoch(net, train_loader, state.optimizer, loss_fn, cfg, epoch, lr_scale=scale,
                                     scaler=state.scaler, amp_dtype=amp_dtype, generator=state.generator,
                                     progress=progress, log=log, ema=state.ema, start_loss=start_loss)
-        except Diverged as e:   # nothing of this epoch is saved: last.pt and best.pt stay the last good ones
-            log.close()
-            kept = f"{run_dir}/last.pt keeps epoch {state.epoch}" if state.epoch and run_dir else "nothing was saved"
-            raise Diverged(f"{e}; {kept}; lower lr (peak {peak_lr(cfg):.2e})") from None
-        start_loss = stats.pop("start_loss")
-        if bn_loader is not None and (val_idx is not None or run_dir is not None or epoch + 1 == cfg["epochs"]):
-            recompute_bn(state.evaluated, bn_loader)
-        if val_idx is not None:
-            stats |= evaluate(state.evaluated, val_loader, cache, queries, amp_dtype)
-            if not math.isfinite(stats["val_mse_px"]):
-                log.close()
-                raise Diverged(f"diverged at epoch {epoch + 1}: validation MSE {stats['val_mse_px']}; lower lr "
-                               f"(peak {peak_lr(cfg):.2e})")
-            if cfg["schedule"] == "plateau":
-                state.plateau.step(stats["val_mse_px"])
-        improved = state.end_epoch({"epoch": epoch + 1, "lr": lr} | stats)
-        log.epoch(epoch + 1, state.history[-1])
-        if log.writer is not None and val_idx is not None:
-            _log_val_images(log, epoch + 1, state.evaluated, cache, val_idx[:TB_IMAGES], amp_dtype)
-        if progress and val_idx is not None:
-            epochs.set_postfix(val_mse_px=f"{stats['val_mse_px']:.3f}", loss=f"{stats['train_loss']:.5f}",
-                               refresh=False)
-            note(f"epoch {epoch + 1}: lr {lr:.2e} train_loss {stats['train_loss']:.5f} "
-                 f"val_mse_px {stats['val_mse_px']:.3f} val_mse30_px {stats['val_mse30_px']:.3f} "
-                 f"({stats['images_per_s']:.0f} img/s, data wait {100 * stats['data_wait']:.1f} %)")
-        if run_dir is None:
-            continue
-        augment_states = [state.generator.get_state()]
-        if world > 1:
-            augment_states = [None] * world
-            dist.all_gather_object(augment_states, state.generator.get_state())
-        if rank == 0:
-            state.save(run_dir, improved, augment_states)
-            _write_history(run_dir / "history.csv", state.history)
-    if val_idx is not None and state.history and state.epoch == cfg["epochs"]:
-        val = [h["val_mse_px"] for h in state.history]
-        log.hparams({k: cfg[k] for k in DEFAULTS if k not in PLACES},
-                    {"hparam/best_val_mse_px": min(val), "hparam/last_val_mse_px": val[-1]})
-    log.close()
+            start_loss = stats.pop("start_loss")
+            if bn_loader is not None and (val_idx is not None or run_dir is not None or epoch + 1 == cfg["epochs"]):
+                recompute_bn(state.evaluated, bn_loader)
+            if val_idx is not None:
+                stats |= evaluate(state.evaluated, val_loader, cache, queries, amp_dtype)
+                if not math.isfinite(stats["val_mse_px"]):
+                    raise Diverged(f"diverged at epoch {epoch + 1}: validation MSE {stats['val_mse_px']}")
+                if cfg["schedule"] == "plateau":
+                    state.plateau.step(stats["val_mse_px"])
+            improved = state.end_epoch({"epoch": epoch + 1, "lr": lr} | stats)
+            log.epoch(epoch + 1, state.history[-1])
+            if log.writer is not None and val_idx is not None:
+                _log_val_images(log, epoch + 1, state.evaluated, cache, val_idx[:TB_IMAGES], amp_dtype)
+            if progress and val_idx is not None:
+                epochs.set_postfix(val_mse_px=f"{stats['val_mse_px']:.3f}", loss=f"{stats['train_loss']:.5f}",
+                                   refresh=False)
+                note(f"epoch {epoch + 1}: lr {lr:.2e} train_loss {stats['train_loss']:.5f} "
+                     f"val_mse_px {stats['val_mse_px']:.3f} val_mse30_px {stats['val_mse30_px']:.3f} "
+                     f"({stats['images_per_s']:.0f} img/s, data wait {100 * stats['data_wait']:.1f} %)")
+            if run_dir is None:
+                continue
+            augment_states = [state.generator.get_state()]
+            if world > 1:
+                augment_states = [None] * world
+                dist.all_gather_object(augment_states, state.generator.get_state())
+            if rank == 0:
+                state.save(run_dir, improved, augment_states)
+                _write_history(run_dir / "history.csv", state.history)
+        if val_idx is not None and state.history and state.epoch == cfg["epochs"]:
+            val = [h["val_mse_px"] for h in state.history]
+            log.hparams({k: cfg[k] for k in DEFAULTS if k not in PLACES},
+                        {"hparam/best_val_mse_px": min(val), "hparam/last_val_mse_px": val[-1]})
+    except Diverged as e:   # nothing of this epoch is saved: last.pt and best.pt stay the last good ones
+        kept = f"{run_dir}/last.pt keeps epoch {state.epoch}" if state.epoch and run_dir else "nothing was saved"
+        raise Diverged(f"{e}; {kept}; lower lr (peak {peak_lr(cfg):.2e})") from None
+    finally:
+        log.close()
     return state.evaluated, state.history
 
 

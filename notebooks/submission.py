@@ -93,7 +93,7 @@ if len(best):
 
 # %%
 prepare_data(data_dir, zip_path, test_points_path, demo, quick)
-sources = choose_runs(run_dirs, root, checkpoint)
+sources = choose_runs(run_dirs, root, checkpoint, runs_table)
 print(f"checkpoints from: {', '.join(map(str, sources))}")
 csv_out = output_path(out, "submission.csv", mount_drive)
 test = load_split(data_dir, "test")

@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,17 @@ def synth_copy(synth_dir, tmp_path) -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def zip_of(src: Path, dest: Path, prefix: str = "DATA/", skip=("SYNTHETIC.json",), sep: str = "/") -> Path:
+    """A contest-style zip of the data set `src`: its files under `prefix`, but those named in `skip`;
+    `sep` as old Windows tools write it ("\\")."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dest, "w") as zf:
+        for p in sorted(src.rglob("*")):
+            if p.is_file() and p.name not in skip:
+                zf.write(p, (prefix + p.relative_to(src).as_posix()).replace("/", sep))
+    return dest
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import zip_of
 
 from landmarklib.data import DataError, check, read_landmark_lines, read_landmarks, read_test_points
 
@@ -118,12 +119,7 @@ def test_unpack_contest_zip_with_separate_test_points(synth_dir, tmp_path):
     """The 2020 layout: a zip with a top folder, test_points.csv shipped beside it."""
     import zipfile
     from landmarklib.data import unpack_contest
-    zpath = tmp_path / "drive" / "contest.zip"
-    zpath.parent.mkdir()
-    with zipfile.ZipFile(zpath, "w") as zf:
-        for p in synth_dir.rglob("*"):
-            if p.is_file() and p.name != "test_points.csv":
-                zf.write(p, "DATA/" + p.relative_to(synth_dir).as_posix())
+    zpath = zip_of(synth_dir, tmp_path / "drive" / "contest.zip", skip=("test_points.csv",))
     (tmp_path / "drive" / "test_points.csv").write_bytes((synth_dir / "test" / "test_points.csv").read_bytes())
     out = unpack_contest(zpath, tmp_path / "data", scratch=tmp_path)
     assert check(out, workers=1)["train"]["images"] == 60
@@ -159,21 +155,11 @@ def test_read_landmark_lines_gives_those_lines_in_the_order_asked(synth_copy):
         read_landmark_lines(path, [2, 4])
 
 
-def _zip_of(src, dest, skip=("SYNTHETIC.json",)):
-    import zipfile
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(dest, "w") as zf:
-        for p in sorted(src.rglob("*")):
-            if p.is_file() and p.name not in skip:
-                zf.write(p, "DATA/" + p.relative_to(src).as_posix())
-    return dest
-
-
 def test_a_rerun_with_another_zip_unpacks_it_in_place_of_the_old_data(synth_dir, tmp_path, capsys):
     from landmarklib.data import load_split, unpack_contest
     from landmarklib.synth import make_dataset
-    a = _zip_of(synth_dir, tmp_path / "a" / "contest.zip")
-    b = _zip_of(make_dataset(tmp_path / "other", n_train=40, n_test=10, seed=9, workers=1), tmp_path / "b" / "contest.zip")
+    a = zip_of(synth_dir, tmp_path / "a" / "contest.zip")
+    b = zip_of(make_dataset(tmp_path / "other", n_train=40, n_test=10, seed=9, workers=1), tmp_path / "b" / "contest.zip")
     d = tmp_path / "data"
     unpack_contest(a, d, scratch=tmp_path / "s")
     unpack_contest(a, d, scratch=tmp_path / "s")                     # the same zip: nothing to do, nothing said
@@ -186,7 +172,7 @@ def test_a_rerun_with_another_zip_unpacks_it_in_place_of_the_old_data(synth_dir,
 def test_an_unfinished_unpack_of_another_zip_is_not_mixed_in(synth_dir, tmp_path, capsys):
     import json
     from landmarklib.data import unpack_contest
-    a = _zip_of(synth_dir, tmp_path / "a" / "contest.zip")
+    a = zip_of(synth_dir, tmp_path / "a" / "contest.zip")
     d = tmp_path / "data"
     (d / "train" / "images").mkdir(parents=True)
     (d / "train" / "images" / "stale.jpg").write_bytes(b"x")           # what the other zip's unpack left
@@ -199,7 +185,7 @@ def test_an_unfinished_unpack_of_another_zip_is_not_mixed_in(synth_dir, tmp_path
 def test_given_test_points_win_over_the_zips_own_and_a_corrected_file_is_taken_on_a_rerun(synth_dir, tmp_path,
                                                                                           capsys):
     from landmarklib.data import unpack_contest
-    z = _zip_of(synth_dir, tmp_path / "contest.zip")
+    z = zip_of(synth_dir, tmp_path / "contest.zip")
     own = (synth_dir / "test" / "test_points.csv").read_bytes()
     given = tmp_path / "given.csv"
     given.write_bytes(own.replace(b"\n", b"\r\n"))                   # the same points, another file
@@ -236,11 +222,7 @@ def test_zip_members_of_the_kinds_windows_and_attackers_write(synth_dir, tmp_pat
     Explorer's large zips) or another method zipfile cannot read is one line naming it, nothing unpacked."""
     import zipfile
     from landmarklib.data import _check_member, load_split, unpack_contest
-    z = tmp_path / "win.zip"
-    with zipfile.ZipFile(z, "w") as zf:
-        for p in sorted(synth_dir.rglob("*")):
-            if p.is_file() and p.name != "SYNTHETIC.json":
-                zf.write(p, "DATA\\" + p.relative_to(synth_dir).as_posix().replace("/", "\\"))
+    z = zip_of(synth_dir, tmp_path / "win.zip", sep="\\")
     assert len(load_split(unpack_contest(z, tmp_path / "data", scratch=tmp_path / "s"), "train").names) == 60
     link = tmp_path / "link.zip"
     with zipfile.ZipFile(link, "w") as zf:

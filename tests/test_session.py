@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import zip_of
 import torch
 
 import landmarklib.train as train_mod
@@ -24,20 +25,11 @@ TINY = {"arch": "resnet18", "crop_size": 32, "batch_size": 8, "device": "cpu", "
         "schedule": "drop", "drop_at": [3], "augment": "full", "seed": 2}
 
 
-def _zip(src: Path, dest: Path, prefix: str = "DATA/") -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(dest, "w") as zf:
-        for p in sorted(src.rglob("*")):
-            if p.is_file():
-                zf.write(p, prefix + p.relative_to(src).as_posix())
-    return dest
-
-
 def test_disconnect_rehearsal_data_and_cache_gone_run_resumes_exactly(synth_dir, tmp_path, monkeypatch):
     """Train 2 of 4 epochs, lose the local disk (data and cache), rerun from the top: the data comes
     back from the zip on 'Drive', the cache is rebuilt, the run resumes from last.pt, and the
     history equals an uninterrupted run's."""
-    drive_zip = _zip(synth_dir, tmp_path / "drive" / "contest.zip")
+    drive_zip = zip_of(synth_dir, tmp_path / "drive" / "contest.zip", skip=())
     local = tmp_path / "content"
 
     def run(run_dir):
@@ -172,7 +164,7 @@ def test_zip_slip_members_are_refused_before_anything_is_written(tmp_path):
 
 
 def test_a_killed_unpack_is_resumed_and_a_bad_zip_is_named(synth_dir, tmp_path, monkeypatch):
-    z = _zip(synth_dir, tmp_path / "drive" / "contest.zip")
+    z = zip_of(synth_dir, tmp_path / "drive" / "contest.zip", skip=())
     data = tmp_path / "data"
     real = shutil.copyfileobj
     calls = []
@@ -201,7 +193,7 @@ def test_a_killed_unpack_is_resumed_and_a_bad_zip_is_named(synth_dir, tmp_path, 
 
 def test_unpacking_stops_before_a_full_disk_and_footprint_adds_up(synth_dir, tmp_path, monkeypatch):
     import landmarklib.data as data_mod
-    z = _zip(synth_dir, tmp_path / "drive" / "contest.zip")
+    z = zip_of(synth_dir, tmp_path / "drive" / "contest.zip", skip=())
     real = shutil.disk_usage
     monkeypatch.setattr(data_mod.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
     with pytest.raises(DataError, match=r"scratch: copying contest.zip needs 0.00 GiB, 0.00 GiB free there"):

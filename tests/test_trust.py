@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import zip_of
 import torch
 import torchvision
 from PIL import Image
@@ -131,17 +132,8 @@ def test_a_weights_file_that_is_not_one_is_refused_before_anything_is_written(sy
 
 # --- 3. unpacking the contest zip -----------------------------------------------------------------
 
-def _zip(src: Path, dest: Path, prefix: str = "DATA/", skip=("SYNTHETIC.json",)) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(dest, "w") as zf:
-        for p in sorted(src.rglob("*")):
-            if p.is_file() and p.name not in skip:
-                zf.write(p, prefix + p.relative_to(src).as_posix())
-    return dest
-
-
 def test_a_corrupt_zip_replaced_by_a_good_one_of_the_same_size_unpacks(synth_dir, tmp_path):
-    good = _zip(synth_dir, tmp_path / "good.zip")
+    good = zip_of(synth_dir, tmp_path / "good.zip")
     z = tmp_path / "drive" / "contest.zip"
     z.parent.mkdir()
     raw = bytearray(good.read_bytes())
@@ -157,7 +149,7 @@ def test_a_corrupt_zip_replaced_by_a_good_one_of_the_same_size_unpacks(synth_dir
 
 
 def test_a_kept_scratch_copy_is_trusted_only_with_the_zips_size_and_mtime(synth_dir, tmp_path):
-    z = _zip(synth_dir, tmp_path / "drive" / "contest.zip")
+    z = zip_of(synth_dir, tmp_path / "drive" / "contest.zip")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     (scratch / "contest.zip").write_bytes(bytes(z.stat().st_size))   # a stale copy of the same size
@@ -170,7 +162,7 @@ def test_unpacking_over_the_demo_set_replaces_it(synth_dir, synth_copy, tmp_path
     contest = tmp_path / "contest"
     from landmarklib.synth import make_dataset
     make_dataset(contest, n_train=40, n_test=10, seed=9, workers=1)
-    z = _zip(contest, tmp_path / "contest.zip")
+    z = zip_of(contest, tmp_path / "contest.zip")
     assert data.is_synthetic(synth_copy)
     unpack_contest(z, synth_copy, scratch=tmp_path / "scratch")
     assert "replacing the synthetic demo set" in capsys.readouterr().out
@@ -181,7 +173,7 @@ def test_unpacking_over_the_demo_set_replaces_it(synth_dir, synth_copy, tmp_path
 
 
 def test_a_zip_with_two_data_sets_is_refused_naming_them(synth_dir, tmp_path):
-    z = _zip(synth_dir, tmp_path / "two.zip", prefix="A/")
+    z = zip_of(synth_dir, tmp_path / "two.zip", prefix="A/")
     with zipfile.ZipFile(z, "a") as zf:
         zf.write(synth_dir / "train" / "landmarks.csv", "B/train/landmarks.csv")
     with pytest.raises(DataError, match=r"two.zip: holds 2 data sets \(A/train/landmarks.csv, B/train/landmarks.csv\)"):
@@ -189,7 +181,7 @@ def test_a_zip_with_two_data_sets_is_refused_naming_them(synth_dir, tmp_path):
 
 
 def test_the_marker_is_written_last_after_test_points(synth_dir, tmp_path):
-    z = _zip(synth_dir, tmp_path / "drive" / "contest.zip", skip=("SYNTHETIC.json", "test_points.csv"))
+    z = zip_of(synth_dir, tmp_path / "drive" / "contest.zip", skip=("SYNTHETIC.json", "test_points.csv"))
     with pytest.raises(DataError, match="test_points.csv: missing, and no test_points.csv given"):
         unpack_contest(z, tmp_path / "data", scratch=tmp_path / "scratch")
     assert not (tmp_path / "data" / ".unpacked").exists()          # unfinished: a rerun does the rest
