@@ -28,9 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PerImageDataset  # noqa: E402
 
-from landmarklib.cache import BatchLoader, build_cache  # noqa: E402
+from landmarklib.cache import build_cache  # noqa: E402
+from landmarklib.loader import BatchLoader  # noqa: E402
 import landmarklib.data as data_mod  # noqa: E402
-from landmarklib.data import LANDMARK_COLUMNS, file_digest, load_split, read_landmarks  # noqa: E402
+from landmarklib.csvfiles import LANDMARK_COLUMNS, read_landmarks  # noqa: E402
+from landmarklib.data import file_digest, load_split  # noqa: E402
 from landmarklib.synth import make_dataset  # noqa: E402
 from landmarklib.workers import START_METHODS  # noqa: E402
 

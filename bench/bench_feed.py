@@ -29,7 +29,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import drop_pages  # noqa: E402
-from landmarklib.cache import BatchLoader, Targets  # noqa: E402
+from landmarklib.cache import Targets  # noqa: E402
+from landmarklib.loader import BatchLoader  # noqa: E402
 
 FULL_TRAIN = 393_930
 CROP = 128

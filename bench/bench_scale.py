@@ -75,7 +75,7 @@ def _write_images(args: tuple) -> None:
 
 def make_contest_set(out: Path, n_train: int = FULL_TRAIN, n_test: int = FULL_TEST, workers: int = 2) -> None:
     """The contest layout (FORMAT.md) at full size, test ground truth included; DONE marker last."""
-    from landmarklib.data import LANDMARK_COLUMNS, N_QUERY
+    from landmarklib.csvfiles import LANDMARK_COLUMNS, N_QUERY
     from landmarklib.layout import N_POINTS
     if (out / "DONE").is_file():
         return
@@ -261,7 +261,7 @@ def rehearse(data_dir: Path, crop: int, steps: int, stages: list[str]) -> list[d
         shutil.rmtree(data_dir / "cache", ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     if "eda_image" in stages:   # and the EDA builds its own (whole-face) cache
-        from landmarklib.cache import cache_root, split_cache_dir   # here: the parent process imports no torch otherwise
+        from landmarklib.cache import cache_root, split_cache_dir  # here: the parent process imports no torch otherwise
         shutil.rmtree(split_cache_dir(cache_root(data_dir), "train", crop, "pad"), ignore_errors=True)
     work.mkdir(exist_ok=True)
     writes = {"cache": [data_dir / "cache"], "train": [work / "run"], "predict": [work / "submission.csv"],

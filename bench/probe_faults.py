@@ -350,7 +350,7 @@ def _(d, t):
 # --- 7. submissions -----------------------------------------------------------------------------------
 
 def _submission(d: Path, t: Path, edit) -> tuple:
-    from landmarklib.data import read_test_points
+    from landmarklib.csvfiles import read_test_points
     from landmarklib.submission import write_submission
     names, idx = read_test_points(d / "test" / "test_points.csv")
     p = write_submission(t / "sub.csv", names, np.random.default_rng(0).uniform(0, 99, (len(names), 971, 2)), idx)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -70,3 +71,11 @@ def run_lock(run_dir: Path | str):
     def refuse(owner: str) -> None:
         raise DataError(f"{run_dir}: in use by {owner}; wait for it to finish, or use another run dir")
     return file_lock(Path(run_dir) / ".lock", refuse)
+
+
+def check_free_space(folder: Path, need: int, what: str, instead: str = "choose another folder") -> None:
+    """Stop before a step that would fill the disk half-way: needed, free and where, in one line."""
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise DataError(f"{folder}: {what} needs {need / 2**30:.2f} GiB, {free / 2**30:.2f} GiB free there; "
+                        f"free some space or {instead}")

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from .augment import MODES as AUGMENTS
-from .cache import ORDERS as BATCH_ORDERS
+from .loader import ORDERS as BATCH_ORDERS
 from .data import is_synthetic
 from .errors import DataError
 from .geometry import MODES as RESIZE_MODES

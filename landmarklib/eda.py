@@ -27,9 +27,12 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .cache import BatchLoader, Cache, build_cache, cache_root
+from .cache import Cache, build_cache, cache_root
+from .loader import BatchLoader
 from .config import RECIPES, make_config
-from .data import SPLIT_CSV, Split, fingerprint, image_sizes, load_split, read_landmark_lines
+from .csvfiles import read_landmark_lines
+from .data import SPLIT_CSV, Split, fingerprint, load_split
+from .images import image_sizes
 from .errors import DataError, check_output, cli
 from .layout import GROUPS
 from .predict import predict_normalized

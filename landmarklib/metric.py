@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import N_QUERY
+from .csvfiles import N_QUERY
 from .geometry import _float64
 from .layout import N_POINTS
 

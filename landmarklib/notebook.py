@@ -23,8 +23,8 @@ import pandas as pd
 from . import colab
 from .ablation import GRIDS
 from .config import DEFAULTS, DEMO, RECIPE_KEYS, RECIPES, RUN, SEED_MAX, SETTINGS, quick_profile
-from .data import (UNPACKED_MARKER, file_digest, fingerprint, has_layout, is_synthetic, put_test_points,
-                   unpack_contest)
+from .data import file_digest, fingerprint, has_layout, is_synthetic
+from .unpack import UNPACKED_MARKER, put_test_points, unpack_contest
 from .errors import DataError
 from .predict import TTA
 from .runs import best_runs

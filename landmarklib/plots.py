@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
-from .data import open_image
+from .images import open_image
 from .layout import PART_COLOURS, PARTS, part_of_points
 from .metric import point_error
 

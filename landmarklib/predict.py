@@ -17,7 +17,8 @@ import torch
 
 from . import checkpoint
 from .augment import flip_targets, to_nchw
-from .cache import BatchLoader, build_cache, cache_root
+from .cache import build_cache, cache_root
+from .loader import BatchLoader
 from .data import load_split
 from .errors import DataError, check_output, cli
 from .geometry import decode

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .data import N_QUERY, read_test_points
+from .csvfiles import N_QUERY, read_test_points
 from .errors import DataError, cli
 from .metric import select_points
 

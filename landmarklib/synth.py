@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .atomic import atomic_path
-from .data import LANDMARK_COLUMNS, N_QUERY, split_indices
+from .csvfiles import LANDMARK_COLUMNS, N_QUERY
+from .data import split_indices
 from .errors import DataError, cli
 from .layout import GROUPS, N_POINTS, face_template, flip_points
 from .progress import bar

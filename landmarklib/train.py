@@ -28,10 +28,12 @@ from . import checkpoint
 from .averaging import make_ema, recompute_bn
 from .atomic import atomic_path, run_lock, write_json
 from .augment import augment, to_nchw
-from .cache import BatchLoader, Cache, build_cache, cache_root
+from .cache import Cache, build_cache, cache_root
+from .loader import BatchLoader
 from .config import (DEFAULTS, OPTIMIZERS, PLACES, RUN, check_same_data, check_same_recipe, describe, make_config,
                      read_run_config, resolve_run_dir, run_name, use_pretrained)
-from .data import check_split, count_rows, fingerprint, read_blocklist, split_indices
+from .csvfiles import count_rows, read_blocklist
+from .data import check_split, fingerprint, split_indices
 from .errors import DataError, check_output, cli
 from .geometry import decode, encode, from_normalized
 from .losses import make_loss

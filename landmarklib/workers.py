@@ -27,7 +27,7 @@ _METHODS = multiprocessing.get_all_start_methods()
 # from the server's copy, that is free. ("__main__" itself is left out: Python 3.11's forkserver ignores
 # it, and where it is honoured a script's unguarded top level would run inside the server.)
 PRELOAD = ["numpy", "pandas", "PIL.Image", "torch", "torchvision", "ipykernel.kernelapp",
-           "landmarklib.data", "landmarklib.cache", "landmarklib.synth"]
+           "landmarklib.images", "landmarklib.cache", "landmarklib.synth"]
 
 
 def start_method() -> str:

@@ -8,7 +8,8 @@ import torch
 
 from landmarklib import train as train_mod
 from landmarklib.averaging import ema_decay, make_ema, recompute_bn
-from landmarklib.cache import BatchLoader, build_cache
+from landmarklib.cache import build_cache
+from landmarklib.loader import BatchLoader
 from landmarklib.config import as_current, make_config
 from landmarklib.data import split_indices
 from landmarklib.metric import mse_per_image

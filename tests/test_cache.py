@@ -5,9 +5,11 @@ import pytest
 from PIL import Image
 
 import landmarklib.cache as cache_mod
-from landmarklib.cache import BatchLoader, build_cache
-from landmarklib.data import DataError
-from landmarklib.data import image_sizes, load_split
+from landmarklib.cache import build_cache
+from landmarklib.loader import BatchLoader
+from landmarklib.errors import DataError
+from landmarklib.data import load_split
+from landmarklib.images import image_sizes
 from landmarklib.geometry import encode, fit_affine, warp_image
 
 
@@ -143,7 +145,7 @@ def test_block_order_reads_windows_of_long_runs_and_still_mixes_each_batch():
     """An epoch in block order visits every row once; each window is at most WINDOW_BLOCKS runs of
     consecutive rows (long reads from a cache larger than RAM), and a batch drawn from a window mixes
     rows from many places in the file. Random order: a permutation, as before."""
-    from landmarklib.cache import WINDOW_BLOCKS, epoch_order
+    from landmarklib.loader import WINDOW_BLOCKS, epoch_order
     idx = np.setdiff1d(np.arange(5000), np.arange(100, 5000, 37))     # a blocklist's gaps
     order, starts = epoch_order(idx, np.random.default_rng(0), "blocks", row_bytes=(4 << 20) // 50)  # 50 rows a block
     assert sorted(order.tolist()) == idx.tolist()
@@ -165,8 +167,8 @@ def test_block_order_reads_windows_of_long_runs_and_still_mixes_each_batch():
 @pytest.mark.parametrize("order", ["blocks", "random"])
 def test_each_order_yields_the_rows_it_names(synth_dir, tmp_path, order, monkeypatch):
     """Batches in either order hold the images and labels of the rows they name, every row once."""
-    import landmarklib.cache as cache_mod
-    monkeypatch.setattr(cache_mod, "BLOCK_BYTES", 3 * (32 * 32 * 3 + 971 * 4))   # 3 rows a block: many windows
+    import landmarklib.loader as loader_mod
+    monkeypatch.setattr(loader_mod, "BLOCK_BYTES", 3 * (32 * 32 * 3 + 971 * 4))   # 3 rows a block: many windows
     c = build_cache(synth_dir, "train", tmp_path, crop_size=32, workers=1, progress=False)
     t = c.targets()
     idx = np.arange(2, 58)

@@ -16,6 +16,7 @@ import pytest
 from conftest import GIT, as_another_jupytext_wrote_it
 
 import landmarklib.cache as cache_mod
+import landmarklib.csvfiles as csvfiles_mod
 import landmarklib.data as data_mod
 import landmarklib.eda as eda_mod
 from landmarklib import ablation, cells, colab, notebook, progress
@@ -294,8 +295,8 @@ def test_headless_bars_draw_on_the_terminal_and_leave_plain_lines(monkeypatch, c
 
 
 def test_the_csv_parse_shows_progress_at_contest_size(synth_dir, monkeypatch, capsys):
-    monkeypatch.setattr(data_mod, "PARSE_BAR_ROWS", 10)
-    data_mod.read_landmarks(synth_dir / "train" / "landmarks.csv")
+    monkeypatch.setattr(csvfiles_mod, "PARSE_BAR_ROWS", 10)
+    csvfiles_mod.read_landmarks(synth_dir / "train" / "landmarks.csv")
     assert "parse landmarks.csv: 100%|██████████| 60/60" in capsys.readouterr().err
 
 

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import landmarklib.models as models
 from landmarklib.augment import flip_targets
-from landmarklib.cache import BatchLoader
+from landmarklib.loader import BatchLoader
 from landmarklib.config import make_config, use_pretrained
 from landmarklib.models import create_model
 from landmarklib.predict import predict_normalized

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from landmarklib import eda
-from landmarklib.data import read_landmarks
+from landmarklib.csvfiles import read_landmarks
 from landmarklib.synth import CORRUPTIONS, corrupt, face_points, sample_face
 
 

@@ -15,11 +15,13 @@ import pandas as pd
 import pytest
 import torch
 
+import landmarklib.atomic as atomic_mod
 import landmarklib.cache as cache_mod
 import landmarklib.checkpoint as checkpoint_mod
-from landmarklib import data, eda, predict, score, submission, synth, train
+from landmarklib import csvfiles, data, eda, predict, score, submission, synth, train
 from landmarklib.cache import build_cache
-from landmarklib.data import DataError, load_split
+from landmarklib.data import load_split
+from landmarklib.errors import DataError
 from landmarklib.submission import write_submission
 from landmarklib.train import fit
 
@@ -260,12 +262,12 @@ def test_a_blank_line_does_not_shift_later_line_numbers(synth_copy):
     lines.insert(3, "\n")                                 # the bad value is now on line 12
     csv.write_text("".join(lines))
     with pytest.raises(DataError, match=r"landmarks.csv:12: column 'Point_2_X' is 'x7', not a number"):
-        data.read_landmarks(csv)
+        csvfiles.read_landmarks(csv)
     del lines[3]
     lines.insert(20, "\n")                                # a blank line after the bad value
     csv.write_text("".join(lines))
     with pytest.raises(DataError, match=r"landmarks.csv:11: column 'Point_2_X' is 'x7', not a number"):
-        data.read_landmarks(csv)
+        csvfiles.read_landmarks(csv)
 
 
 @pytest.fixture(scope="module")
@@ -422,7 +424,7 @@ def test_a_full_disk_during_a_cache_build_keeps_the_other_cache(synth_dir, tmp_p
 
 
 def test_a_cache_larger_than_the_free_space_is_refused_up_front(synth_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(atomic_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(DataError, match=r"the cache needs 0.00 GiB, 0.00 GiB free there"):
         build_cache(synth_dir, "train", tmp_path, crop_size=32, workers=1, progress=False)
 

@@ -5,9 +5,10 @@ import tracemalloc
 
 import numpy as np
 
-from landmarklib import data, eda
+from landmarklib import csvfiles, data, eda
 from landmarklib.atomic import write_json
-from landmarklib.cache import BatchLoader, _save, compact_labels, open_cache
+from landmarklib.cache import _save, compact_labels, open_cache
+from landmarklib.loader import BatchLoader
 
 
 def _peak(work) -> int:
@@ -80,7 +81,7 @@ def test_eda_shape_stage_grows_by_its_scores_only():
 
 
 def _write_csv(path, n, rng, last=None):
-    from landmarklib.data import LANDMARK_COLUMNS
+    from landmarklib.csvfiles import LANDMARK_COLUMNS
     block = rng.integers(-22, 1308, (100, 1942))
     with open(path, "w") as f:
         f.write("\t".join(LANDMARK_COLUMNS) + "\n")
@@ -97,17 +98,17 @@ def test_parsing_landmarks_csv_costs_int16_per_row(monkeypatch):
     with float32)."""
     import tempfile
     from pathlib import Path
-    monkeypatch.setattr(data, "CHUNK_ROWS", 500)
+    monkeypatch.setattr(csvfiles, "CHUNK_ROWS", 500)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as d:
         paths = [_write_csv(Path(d) / "small.csv", 1000, rng), _write_csv(Path(d) / "large.csv", 4000, rng)]
-        small, large = (_peak(lambda: data.read_landmarks(path)) for path in paths)
+        small, large = (_peak(lambda: csvfiles.read_landmarks(path)) for path in paths)
     per_row = (large - small) / 3000
     assert per_row < 5000, per_row      # float32 labels: 7,768 bytes a row and more
 
 
 def test_labels_that_are_not_whole_numbers_fall_back_to_float32_exactly(tmp_path, capsys):
-    from landmarklib.data import read_landmarks
+    from landmarklib.csvfiles import read_landmarks
     rng = np.random.default_rng(1)
     _, lm = read_landmarks(_write_csv(tmp_path / "a.csv", 30, rng))
     assert lm.dtype == np.int16

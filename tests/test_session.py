@@ -14,7 +14,9 @@ import torch
 
 import landmarklib.train as train_mod
 from landmarklib import notebook, runtime
-from landmarklib.data import DataError, fingerprint, unpack_contest
+from landmarklib.data import fingerprint
+from landmarklib.errors import DataError
+from landmarklib.unpack import unpack_contest
 from landmarklib.config import notebook_config
 from landmarklib.notebook import check_parameters, ensure_data, prepare_data
 from landmarklib.synth import main as synth_main
@@ -192,14 +194,15 @@ def test_a_killed_unpack_is_resumed_and_a_bad_zip_is_named(synth_dir, tmp_path, 
 
 
 def test_unpacking_stops_before_a_full_disk_and_footprint_adds_up(synth_dir, tmp_path, monkeypatch):
+    import landmarklib.atomic as atomic_mod
     import landmarklib.data as data_mod
     z = zip_of(synth_dir, tmp_path / "drive" / "contest.zip", skip=())
     real = shutil.disk_usage
-    monkeypatch.setattr(data_mod.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    monkeypatch.setattr(atomic_mod.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
     with pytest.raises(DataError, match=r"scratch: copying contest.zip needs 0.00 GiB, 0.00 GiB free there"):
         unpack_contest(z, tmp_path / "data", scratch=tmp_path / "scratch")
     assert not (tmp_path / "data").exists()
-    monkeypatch.setattr(data_mod.shutil, "disk_usage", lambda p: real(p)._replace(
+    monkeypatch.setattr(atomic_mod.shutil, "disk_usage", lambda p: real(p)._replace(
         free=z.stat().st_size + 10 if "scratch" in str(p) else 1000))
     with pytest.raises(DataError, match=r"data: unpacking contest.zip needs .* GiB free there"):
         unpack_contest(z, tmp_path / "data", scratch=tmp_path / "scratch")

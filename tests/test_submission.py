@@ -4,7 +4,8 @@ import sys
 import numpy as np
 import pytest
 
-from landmarklib.data import DataError, load_split
+from landmarklib.data import load_split
+from landmarklib.errors import DataError
 from landmarklib.score import score_submission
 from landmarklib.submission import read_submission, write_submission
 

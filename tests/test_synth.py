@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from landmarklib.data import read_landmarks
+from landmarklib.csvfiles import read_landmarks
 from landmarklib.synth import CORRUPTIONS, make_dataset
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from landmarklib.data import read_blocklist, split_indices
+from landmarklib.csvfiles import read_blocklist
+from landmarklib.data import split_indices
 from landmarklib.train import fit
 
 TINY = {"arch": "resnet18", "crop_size": 32, "batch_size": 8, "lr": 1e-3, "device": "cpu", "workers": 1,
@@ -115,7 +116,7 @@ def test_torchrun_two_processes_match_one(synth_dir, tmp_path):
 
 
 def test_a_diverging_run_stops_naming_epoch_step_and_lr_and_keeps_the_last_good_checkpoint(synth_dir, tmp_path):
-    from landmarklib.data import DataError
+    from landmarklib.errors import DataError
     from landmarklib.train import Diverged
     cfg = _cfg(synth_dir, tmp_path, epochs=2, max_train_steps=2)
     fit(cfg, progress=False)                                           # two good epochs
@@ -136,7 +137,7 @@ def test_a_diverging_run_stops_naming_epoch_step_and_lr_and_keeps_the_last_good_
 
 def test_splits_without_a_validation_image_or_a_full_batch_are_refused_before_anything_is_written(synth_dir,
                                                                                                   tmp_path):
-    from landmarklib.data import DataError
+    from landmarklib.errors import DataError
     with pytest.raises(DataError, match=r"landmarks.csv: val_fraction 0.005 of 60 rows leaves no validation image; "
                                         r"give val_fraction 0.017 or more"):
         fit(_cfg(synth_dir, tmp_path, val_fraction=0.005), progress=False)
@@ -146,7 +147,7 @@ def test_splits_without_a_validation_image_or_a_full_batch_are_refused_before_an
 
 
 def test_blocklist_flags_take_the_words_people_write_or_name_the_row(tmp_path):
-    from landmarklib.data import DataError
+    from landmarklib.errors import DataError
     bl = tmp_path / "bl.csv"
     bl.write_text("file_name,flagged\na.jpg,yes\nb.jpg,no\nc.jpg, On \nd.jpg,0\ne.jpg,TRUE\n")
     assert read_blocklist(bl) == {"a.jpg", "c.jpg", "e.jpg"}

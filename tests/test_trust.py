@@ -17,9 +17,11 @@ import torch
 import torchvision
 from PIL import Image
 
-from landmarklib import data, submission, train
+from landmarklib import csvfiles, data, images, submission, train
 from landmarklib.cache import build_cache
-from landmarklib.data import DataError, fingerprint, unpack_contest
+from landmarklib.data import fingerprint
+from landmarklib.errors import DataError
+from landmarklib.unpack import unpack_contest
 from landmarklib.models import create_model
 from landmarklib.train import fit
 from landmarklib.workers import process_pool
@@ -268,7 +270,7 @@ def test_exif_orientation_is_applied_as_cv2_imread_does(synth_copy, tmp_path, ca
     upright = Image.open(p)
     w, h = upright.size
     exif = upright.getexif()
-    exif[data.EXIF_ORIENTATION] = 6                              # "rotate 90 clockwise to display"
+    exif[images.EXIF_ORIENTATION] = 6                              # "rotate 90 clockwise to display"
     upright.transpose(Image.Transpose.ROTATE_90).save(p, "JPEG", quality=98, exif=exif.tobytes())
     assert Image.open(p).size == (h, w)                           # stored on its side
     report = data.check(synth_copy, workers=1)
@@ -299,7 +301,7 @@ def test_an_image_replaced_by_a_half_size_copy_is_named_by_check_and_flagged_by_
 # --- 7. submissions -------------------------------------------------------------------------------
 
 def _submission(synth_dir, tmp_path):
-    names, idx = data.read_test_points(synth_dir / "test" / "test_points.csv")
+    names, idx = csvfiles.read_test_points(synth_dir / "test" / "test_points.csv")
     pts = np.random.default_rng(0).uniform(0, 100, (len(names), 971, 2))
     return submission.write_submission(tmp_path / "sub.csv", names, pts, idx)
 
@@ -396,7 +398,7 @@ def test_every_pool_of_the_data_stages_starts_by_forkserver_and_builds_the_same(
     from landmarklib.synth import make_dataset
     demo = make_dataset(tmp_path / "demo", n_train=120, n_test=10, seed=4, workers=2)
     paths = [str(p) for p in sorted((demo / "train" / "images").iterdir())] * 2
-    np.testing.assert_array_equal(data.image_sizes(paths, workers=2), data.image_sizes(paths, workers=1))
+    np.testing.assert_array_equal(images.image_sizes(paths, workers=2), images.image_sizes(paths, workers=1))
     pooled = build_cache(demo, "train", tmp_path / "a", crop_size=32, workers=2, progress=False)
     assert methods == ["forkserver"] * 3
     alone = build_cache(demo, "train", tmp_path / "b", crop_size=32, workers=1, progress=False)
