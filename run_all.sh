@@ -57,9 +57,15 @@ run() {  # run NOTEBOOK [papermill args...]
   echo "   done in $((SECONDS - start)) s"
 }
 
-run data -p out_dir "$OUT" -p demo "$MAKE_DEMO"
-run eda_bad_annotations -p out_dir "$OUT" -p out "$OUT/bad_annotations.csv"
-run train -p run_dir "$OUT/train" "${DEMO[@]}"
-run lr_drop_ablation -p grid_dir "$OUT/ablation" -p blocklist "$OUT/bad_annotations.csv" "${DEMO[@]}"
-run submission -p run_dirs "$OUT/train" -p out "$OUT/submission.csv"
+for nb in $("$PY" -m landmarklib.cells --list); do   # notebook.NOTEBOOKS, in order
+  case $nb in   # each notebook's own parameters in the main job; data_dir and quick go to every one
+    data)                ARGS=(-p out_dir "$OUT" -p demo "$MAKE_DEMO") ;;
+    eda_bad_annotations) ARGS=(-p out_dir "$OUT" -p out "$OUT/bad_annotations.csv") ;;
+    train)               ARGS=(-p run_dir "$OUT/train" "${DEMO[@]}") ;;
+    lr_drop_ablation)    ARGS=(-p grid_dir "$OUT/ablation" -p blocklist "$OUT/bad_annotations.csv" "${DEMO[@]}") ;;
+    submission)          ARGS=(-p run_dirs "$OUT/train" -p out "$OUT/submission.csv") ;;
+    *)                   ARGS=() ;;
+  esac
+  run "$nb" "${ARGS[@]}"
+done
 echo "== all notebooks ran in $SECONDS s; outputs in $OUT (executed notebooks in $NB_OUT)"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .atomic import atomic_path
 from .config import DEFAULTS, LR_FINETUNE, LR_SCRATCH, RECIPE_KEYS
-from .notebook import NOTEBOOKS, PARAMETERS
+from .notebook import NOTEBOOK_DIR, NOTEBOOKS, PARAMETERS
 from .settings import Setting, by_name
 
 REPO_URL = "https://github.com/landmarklib/landmarklib"
@@ -125,14 +125,14 @@ def _cells_of(py: Path):
     return nb
 
 
-def write(folder: Path = NOTEBOOKS, check: bool = False) -> list[Path]:
+def write(folder: Path = NOTEBOOK_DIR, check: bool = False) -> list[Path]:
     """Write each notebook's setup and parameters cells into <folder>/<name>.py, then its .ipynb
     from the .py (outputs stripped, cell ids kept); with check, write nothing. Returns the files
     that differ(ed) from that."""
     import jupytext
     from jupytext.combine import combine_inputs_with_outputs
     changed = []
-    for name in PARAMETERS:
+    for name in NOTEBOOKS:
         py, ipynb = folder / f"{name}.py", folder / f"{name}.ipynb"
         nb = _cells_of(py)
         text = jupytext.writes(nb, fmt="py:percent")
@@ -150,13 +150,13 @@ def write(folder: Path = NOTEBOOKS, check: bool = False) -> list[Path]:
     return changed
 
 
-def stale(folder: Path = NOTEBOOKS) -> list[str]:
+def stale(folder: Path = NOTEBOOK_DIR) -> list[str]:
     """The notebooks whose .ipynb cells are not their .py's, or whose setup or parameters cell is not
     what write() makes. Cells only (type and source): what another jupytext version writes about
     itself (metadata, ids, layout) is no difference."""
     import jupytext
     out = []
-    for name in PARAMETERS:
+    for name in NOTEBOOKS:
         py = folder / f"{name}.py"
         made = [(c.cell_type, c.source) for c in _cells_of(py).cells]
         in_py = [(c.cell_type, c.source) for c in jupytext.read(py).cells]
@@ -169,7 +169,12 @@ def stale(folder: Path = NOTEBOOKS) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m landmarklib.cells", description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the notebooks that differ")
-    if p.parse_args(argv).check:
+    p.add_argument("--list", action="store_true", help="print the notebooks' names, in the order they run")
+    args = p.parse_args(argv)
+    if args.list:
+        print("\n".join(NOTEBOOKS))
+        return 0
+    if args.check:
         names = stale()
         if names:
             print(f"error: notebooks {', '.join(names)}: their .py and .ipynb cells differ, or a setup or parameters "

@@ -31,7 +31,7 @@ from .runs import best_runs
 from .settings import Setting, by_name, parse_bool
 from .synth import make_dataset
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 # Names IPython itself puts into a kernel's namespace.
 _IPYTHON = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 _LITERALS = (str, int, float, bool, list, dict, tuple, type(None))
@@ -89,6 +89,9 @@ PARAMETERS: dict[str, tuple[Setting, ...]] = {
                 kind="path"),
         SETTINGS["device"], *SOURCE),
 }
+# The notebooks, in the order they run: the one list that run_all.sh (python -m landmarklib.cells --list),
+# the tests and the README's badges follow. A new notebook: its PARAMETERS entry, then python -m landmarklib.cells.
+NOTEBOOKS = tuple(PARAMETERS)
 # Parameters that changed their name: a papermill -p of the old one says the new one.
 RENAMED = {("data", "run_dir"): "out_dir", ("eda_bad_annotations", "run_dir"): "out_dir",
            ("lr_drop_ablation", "run_dir"): "grid_dir", ("submission", "run_dir"): "run_dirs"}
@@ -109,7 +112,7 @@ def _bound_names(source: str) -> set[str]:
 
 def declared_parameters(name: str) -> tuple[dict, set[str]]:
     """(parameter -> default, names the other cells bind) of notebooks/<name>.py."""
-    text = (NOTEBOOKS / f"{name}.py").read_text()
+    text = (NOTEBOOK_DIR / f"{name}.py").read_text()
     chunks = text.split("\n# %%")   # each starts with the rest of its marker line (tags, [markdown])
     index = next(i for i, c in enumerate(chunks) if c.startswith(' tags=["parameters"]'))
     cells = [c.split("\n", 1)[1] if i else c for i, c in enumerate(chunks)]
@@ -133,7 +136,7 @@ def check_parameters(name: str, namespace: dict) -> dict:
     papermill -p) is an error. Names the notebook's own cells bind are not: they are what a finished
     run leaves in the kernel when a person edits a parameter and runs all cells again."""
     declared = by_name(PARAMETERS[name])
-    if (NOTEBOOKS / f"{name}.py").is_file():   # landmarklib installed without the repository: no cells to read
+    if (NOTEBOOK_DIR / f"{name}.py").is_file():   # landmarklib installed without the repository: no cells to read
         others = declared_parameters(name)[1]
         unknown = sorted(k for k, v in namespace.items()
                          if not k.startswith("_") and k not in declared and k not in others and k not in _IPYTHON

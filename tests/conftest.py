@@ -1,8 +1,10 @@
+import errno
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -12,7 +14,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+from landmarklib.data import load_split  # noqa: E402
 from landmarklib.synth import make_dataset  # noqa: E402
+
+
+def pytest_collection_modifyitems(items):
+    """Everything under tests/e2e/ is slow: the quick loop (-m "not slow") leaves it out."""
+    e2e = Path(__file__).resolve().parent / "e2e"
+    for item in items:
+        if e2e in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +109,80 @@ def assert_the_main_job_made_everything(run: Path) -> None:
                             "--data-dir", str(run / "data")], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert "local score (synthetic ground truth): MSE" in (run / "notebooks" / "submission.ipynb").read_text()
+
+
+# --- helpers the test modules share ---------------------------------------------------------------
+
+def run_cli(main, args, capsys) -> tuple[int, str]:
+    """A CLI's main() called in-process: (exit code, stderr), and never a traceback on stderr."""
+    rc = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+def script_env() -> dict:
+    """The environment a script (run_all.sh, papermill) runs under here: this Python, no bars, one thread."""
+    return os.environ | {"PYTHON": sys.executable, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def enospc(*a, **k):
+    """Stands in for a write on a full disk."""
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def peak_bytes(work) -> int:
+    """Peak bytes allocated (numpy's arrays included) while work() runs; what it imports is imported
+    before (at the top of the test's file), so that no module's first import is counted."""
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def text_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(lines))
+
+
+def break_landmarks(root: Path, fn) -> Path:
+    """root's train/landmarks.csv with fn applied to its list of lines."""
+    p = root / "train" / "landmarks.csv"
+    lines = text_lines(p)
+    fn(lines)
+    write_lines(p, lines)
+    return p
+
+
+def byte_lines(path: Path) -> list[bytes]:
+    return path.read_bytes().split(b"\n")
+
+
+def rewrite_line(path: Path, i: int, fn) -> None:
+    """Line i (0: the header) of a file replaced by fn(line), as bytes."""
+    lines = byte_lines(path)
+    lines[i] = fn(lines[i])
+    path.write_bytes(b"\n".join(lines))
+
+
+def row_image(root: Path, row: int) -> Path:
+    """The image of landmarks.csv's row `row` (line row + 2)."""
+    return root / "train" / "images" / load_split(root, "train").names[row]
+
+
+def edit_in_place(csv: Path, row: int, n: int = 40) -> None:
+    """Change n coordinates of one row (line row + 2) without changing the file's length or mtime."""
+    st = csv.stat()
+    lines = csv.read_bytes().split(b"\n")
+    fields = lines[row + 1].split(b"\t")
+    for i in range(1, n + 1):
+        fields[i] = fields[i][:-1] + (b"1" if fields[i][-1:] != b"1" else b"2")
+    lines[row + 1] = b"\t".join(fields)
+    csv.write_bytes(b"\n".join(lines))
+    assert csv.stat().st_size == st.st_size
+    os.utime(csv, ns=(st.st_atime_ns, st.st_mtime_ns))        # as a sync tool or touch -r does

@@ -9,9 +9,9 @@ import torch
 from landmarklib import train as train_mod
 from landmarklib.averaging import ema_decay, make_ema, recompute_bn
 from landmarklib.cache import build_cache
-from landmarklib.loader import BatchLoader
 from landmarklib.config import as_current, make_config
 from landmarklib.data import split_indices
+from landmarklib.loader import BatchLoader
 from landmarklib.metric import mse_per_image
 from landmarklib.predict import load_checkpoint, predict_split
 from landmarklib.train import fit
@@ -96,6 +96,7 @@ def test_precise_bn_replaces_the_statistics_training_left(synth_dir, tmp_path):
     assert any(not torch.allclose(plain[k], precise["model"][k]) for k in plain)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_with_ema_and_precise_bn_equals_an_uninterrupted_one(synth_dir, tmp_path, monkeypatch):
     cfg = _cfg(synth_dir, tmp_path, epochs=3, ema=0.3, precise_bn=16, augment="full")
     straight = fit(cfg | {"run_dir": str(tmp_path / "a")}, progress=False)

@@ -1,16 +1,23 @@
+"""cache.py: the decode cache built once, reused, resumed, rebuilt when its inputs change, found when damaged."""
+import json
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import landmarklib.atomic as atomic_mod
 import landmarklib.cache as cache_mod
+from conftest import ROOT, edit_in_place, enospc
+from landmarklib import data
 from landmarklib.cache import build_cache
-from landmarklib.loader import BatchLoader
+from landmarklib.data import fingerprint, load_split
 from landmarklib.errors import DataError
-from landmarklib.data import load_split
-from landmarklib.images import image_sizes
 from landmarklib.geometry import encode, fit_affine, warp_image
+from landmarklib.images import image_sizes
 
 
 def check_sizes(data_dir):
@@ -106,23 +113,6 @@ def test_corrupt_image_in_build_is_named(synth_copy, tmp_path):
         build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=1, progress=False)
 
 
-def test_loader_covers_each_index_once_and_splits_ranks(synth_dir, tmp_path):
-    c = build_cache(synth_dir, "train", tmp_path, crop_size=32, workers=1, progress=False)
-    t = c.targets()
-    idx = np.arange(5, 55)
-    loader = BatchLoader(c.images, t, idx, batch_size=8, shuffle=True, seed=3)
-    seen = [rows.numpy() for _, _, rows in loader]
-    assert sorted(np.concatenate(seen).tolist()) == idx.tolist() and len(seen) == len(loader) == 7
-    imgs, tg, rows = next(iter(loader))
-    assert imgs.shape == (8, 32, 32, 3) and imgs.dtype.is_floating_point is False
-    np.testing.assert_array_equal(tg.numpy(), t[rows.numpy()])
-    loader.set_epoch(1)
-    assert not np.array_equal(np.concatenate([r.numpy() for *_, r in loader]), np.concatenate(seen))
-    ranks = [BatchLoader(c.images, t, idx, 8, True, seed=3, rank=r, world_size=2) for r in range(2)]
-    for (a, b, full) in zip(*[list(x) for x in ranks], seen):
-        assert sorted(np.concatenate([a[2].numpy(), b[2].numpy()]).tolist()) == sorted(full.tolist())
-
-
 def test_a_built_unchanged_cache_opens_without_parsing_the_csv(synth_copy, tmp_path, monkeypatch):
     """At contest scale parsing landmarks.csv is a minute and 3 GB: a finished cache whose sources
     are unchanged is opened from its own files; a changed CSV still goes the slow way and is seen."""
@@ -141,42 +131,89 @@ def test_a_built_unchanged_cache_opens_without_parsing_the_csv(synth_copy, tmp_p
     assert len(parsed) == 1 and changed.landmarks[0, 0, 0] == built.landmarks[0, 0, 0] + 3
 
 
-def test_block_order_reads_windows_of_long_runs_and_still_mixes_each_batch():
-    """An epoch in block order visits every row once; each window is at most WINDOW_BLOCKS runs of
-    consecutive rows (long reads from a cache larger than RAM), and a batch drawn from a window mixes
-    rows from many places in the file. Random order: a permutation, as before."""
-    from landmarklib.loader import WINDOW_BLOCKS, epoch_order
-    idx = np.setdiff1d(np.arange(5000), np.arange(100, 5000, 37))     # a blocklist's gaps
-    order, starts = epoch_order(idx, np.random.default_rng(0), "blocks", row_bytes=(4 << 20) // 50)  # 50 rows a block
-    assert sorted(order.tolist()) == idx.tolist()
-    ends = list(starts[1:]) + [len(order)]
-    for s, e in zip(starts, ends):
-        rows = np.sort(order[s:e])
-        runs = 1 + int((np.diff(np.searchsorted(idx, rows)) > 1).sum())   # runs of consecutive kept rows
-        assert runs <= WINDOW_BLOCKS and e - s <= 50 * WINDOW_BLOCKS
-    first = np.searchsorted(idx, order[:64]) // 50                     # the blocks of a batch's rows
-    assert len(np.unique(first)) >= 10
-    again, _ = epoch_order(idx, np.random.default_rng(0), "blocks", row_bytes=(4 << 20) // 50)
-    np.testing.assert_array_equal(order, again)
-    rand, none = epoch_order(idx, np.random.default_rng(0), "random")
-    assert none is None and sorted(rand.tolist()) == idx.tolist()
-    with pytest.raises(ValueError, match="batch_order: unknown order 'sorted'"):
-        epoch_order(idx, np.random.default_rng(0), "sorted")
+@pytest.mark.parametrize("damage", [
+    lambda c: (c / "manifest.json").write_text("{not json"),
+    lambda c: (c / "images.npy").write_bytes((c / "images.npy").read_bytes()[:5000]),
+    lambda c: (c / "affine.npy").write_bytes((c / "affine.npy").read_bytes()[:100]),
+    lambda c: (c / "done.npy").unlink(),
+    lambda c: (c / "names.json").unlink(),
+    lambda c: (c / "landmarks.npy").unlink(),
+], ids=["manifest", "images", "affine", "done", "names", "landmarks"])
+def test_a_damaged_cache_is_detected_and_rebuilt(synth_dir, tmp_path, damage, capsys):
+    clean = build_cache(synth_dir, "train", tmp_path, crop_size=32, workers=1, progress=False)
+    reference = {k: np.array(getattr(clean, k)) for k in ("images", "affine", "sizes", "landmarks")}
+    damage(clean.path)
+    again = build_cache(synth_dir, "train", tmp_path, crop_size=32, workers=1, progress=False)
+    for k, v in reference.items():
+        np.testing.assert_array_equal(getattr(again, k), v)
+    assert list(again.names) == list(clean.names)
 
 
-@pytest.mark.parametrize("order", ["blocks", "random"])
-def test_each_order_yields_the_rows_it_names(synth_dir, tmp_path, order, monkeypatch):
-    """Batches in either order hold the images and labels of the rows they name, every row once."""
-    import landmarklib.loader as loader_mod
-    monkeypatch.setattr(loader_mod, "BLOCK_BYTES", 3 * (32 * 32 * 3 + 971 * 4))   # 3 rows a block: many windows
-    c = build_cache(synth_dir, "train", tmp_path, crop_size=32, workers=1, progress=False)
-    t = c.targets()
-    idx = np.arange(2, 58)
-    loader = BatchLoader(c.images, t, idx, batch_size=7, shuffle=True, seed=1, order=order)
-    seen = []
-    for imgs, tg, rows in loader:
-        r = rows.numpy()
-        np.testing.assert_array_equal(imgs.numpy(), c.images[r])
-        np.testing.assert_allclose(tg.numpy(), t[r], rtol=0, atol=1e-6)
-        seen.append(r)
-    assert sorted(np.concatenate(seen).tolist()) == idx.tolist()
+def test_a_full_disk_during_a_cache_build_keeps_the_other_cache(synth_dir, tmp_path, monkeypatch):
+    first = build_cache(synth_dir, "train", tmp_path, crop_size=32, workers=1, progress=False)
+    before = {p.name: p.read_bytes() for p in first.path.iterdir()}
+    monkeypatch.setattr(cache_mod.os, "posix_fallocate", enospc)
+    with pytest.raises(DataError, match=r"train_40_crop: no space left on the device"):
+        build_cache(synth_dir, "train", tmp_path, crop_size=40, workers=1, progress=False)
+    assert {p.name: p.read_bytes() for p in first.path.iterdir()} == before
+    monkeypatch.undo()
+    assert build_cache(synth_dir, "train", tmp_path, crop_size=40, workers=1, progress=False).images.shape[1] == 40
+
+
+def test_a_cache_larger_than_the_free_space_is_refused_up_front(synth_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(DataError, match=r"the cache needs 0.00 GiB, 0.00 GiB free there"):
+        build_cache(synth_dir, "train", tmp_path, crop_size=32, workers=1, progress=False)
+
+
+def test_an_edit_that_keeps_length_and_mtime_changes_the_fingerprint_and_the_cache(synth_copy, tmp_path):
+    csv = synth_copy / "train" / "landmarks.csv"
+    before = fingerprint(synth_copy)
+    old = build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=1, progress=False)
+    old_labels = np.array(old.landmarks)
+    edit_in_place(csv, row=30)       # the middle of the file: outside the old hash's first and last 64 KiB
+    assert fingerprint(synth_copy) != before
+    new = build_cache(synth_copy, "train", tmp_path, crop_size=32, workers=1, progress=False)
+    assert not np.array_equal(np.array(new.landmarks)[30], old_labels[30])     # the new labels, not the old ones
+    np.testing.assert_array_equal(np.array(new.landmarks)[30], data.load_split(synth_copy, "train").landmarks[30])
+    assert json.loads((new.path / "manifest.json").read_text())["csv_sha256"] == data.file_digest(csv)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: p.write_bytes(p.read_bytes()[:1000]),                                       # truncated
+    lambda p: np.save(p, np.zeros((3, 971, 2), np.int16)),                                # wrong shape
+    lambda p: np.save(p, np.zeros(np.load(p).shape, np.float64)),                         # wrong type
+], ids=["truncated", "shape", "dtype"])
+def test_a_damaged_landmarks_npy_is_found_and_written_again(synth_dir, tmp_path, damage, capsys):
+    clean = build_cache(synth_dir, "train", tmp_path, crop_size=32, workers=1, progress=False)
+    labels = np.array(clean.landmarks)
+    damage(clean.path / "landmarks.npy")
+    again = build_cache(synth_dir, "train", tmp_path, crop_size=32, workers=1, progress=False)
+    np.testing.assert_array_equal(np.array(again.landmarks), labels)
+    out = capsys.readouterr().out
+    assert "landmarks.npy: " in out and "writing it again" in out
+
+
+def test_two_processes_building_one_cache_take_turns(synth_dir, tmp_path):
+    """Two builders of one cache (two notebooks on one runtime) used to share temp names and delete each
+    other's files. Here a third holder keeps the lock while both start: both wait, writing nothing;
+    released, they take turns and both end with the whole cache."""
+    import fcntl
+    code = ("import sys; from landmarklib.cache import build_cache; "
+            "c = build_cache(sys.argv[1], 'train', sys.argv[2], crop_size=40, workers=2, progress=True); "
+            "print('rows', int(c.images.reshape(len(c), -1).any(1).sum()))")
+    env = os.environ | {"TQDM_DISABLE": "1"}
+    with open(tmp_path / "train_40_crop.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(synth_dir), str(tmp_path)], env=env, cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        for p in procs:
+            assert "another process is building it; waiting for it to finish" in p.stdout.readline()
+        assert not (tmp_path / "train_40_crop").exists()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all("rows 60" in out for out, _ in outs)                   # every row decoded, none zero-filled
+    ref = build_cache(synth_dir, "train", tmp_path / "alone", crop_size=40, workers=1, progress=False)
+    np.testing.assert_array_equal(build_cache(synth_dir, "train", tmp_path, crop_size=40, progress=False).images,
+                                  ref.images)

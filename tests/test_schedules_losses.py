@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
+from landmarklib.config import make_config
 from landmarklib.losses import make_loss
 from landmarklib.schedules import Plateau, lr_factor, peak_lr, weight_decay_at
-from landmarklib.config import make_config
 
 
 def _lrs(**cfg):

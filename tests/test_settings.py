@@ -5,18 +5,17 @@ import json
 import math
 import re
 import shutil
-from pathlib import Path
 
 import jupytext
 import pytest
 
+from conftest import ROOT
 from landmarklib import cells, notebook
-from landmarklib.config import DEFAULTS, RECIPE_KEYS, RECIPES, RESUMABLE_KEYS, RUN, SETTINGS, check_same_recipe, \
-    make_config, notebook_config, run_name
+from landmarklib.config import (DEFAULTS, RECIPES, RECIPE_KEYS, RESUMABLE_KEYS, RUN, SETTINGS, check_same_recipe,
+                                make_config, notebook_config, run_name)
 from landmarklib.settings import Setting, defaults, interval
 from landmarklib.train import get_args_parser, main
 
-ROOT = Path(__file__).resolve().parents[1]
 NUMERIC = [s for s in RUN if s.kind in ("int", "float", "ints") and s.bounds]
 CHOICE = [s for s in RUN if s.choices]
 

@@ -1,10 +1,14 @@
+"""synth.py: the synthetic demo set, in the contest's exact format."""
 import hashlib
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from conftest import run_cli
+from landmarklib import synth
 from landmarklib.csvfiles import read_landmarks
-from landmarklib.synth import CORRUPTIONS, make_dataset
+from landmarklib.synth import CORRUPTIONS, main as synth_main, make_dataset
 
 
 def _digest(root):
@@ -13,6 +17,24 @@ def _digest(root):
         if p.is_file():
             h.update(p.relative_to(root).as_posix().encode() + p.read_bytes())
     return h.hexdigest()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n-train", "0"], "--n-train must be at least 10 (got 0)"),
+    (["--n-train", "-5"], "--n-train must be at least 10 (got -5)"),
+    (["--seed", "-1"], "--seed 0 or more (got -1)"),
+])
+def test_synth_numeric_arguments(tmp_path, args, message, capsys):
+    rc, err = run_cli(synth.main, [tmp_path / "d", *args], capsys)
+    assert rc == 2 and message in err and not (tmp_path / "d").exists()
+
+
+def test_synth_never_writes_into_a_folder_that_holds_anything(synth_copy, capsys):
+    before = (synth_copy / "train" / "landmarks.csv").read_bytes()
+    (synth_copy / "SYNTHETIC.json").unlink()                       # now it looks like a contest folder
+    assert synth_main([str(synth_copy), "--n-train", "10", "--n-test", "2"]) == 2
+    assert "not empty; the synthetic set is only written into a new or empty folder" in capsys.readouterr().err
+    assert (synth_copy / "train" / "landmarks.csv").read_bytes() == before
 
 
 def test_deterministic_for_a_seed(tmp_path):

@@ -31,11 +31,13 @@ import pandas as pd
 import pytest
 from jupyter_client import KernelManager
 
-from conftest import GIT, as_another_jupytext_wrote_it, assert_the_main_job_made_everything, snapshot_repo
+from conftest import GIT, ROOT, as_another_jupytext_wrote_it, assert_the_main_job_made_everything, snapshot_repo
 from landmarklib.synth import make_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+
 STANDIN = ROOT / "tests" / "colab_standin"
+
+
 REPO_URL_LINE = 'REPO_URL = "https://github.com/landmarklib/landmarklib"'
 
 
@@ -88,7 +90,6 @@ class Colab:
         shutil.copytree(Path(jupytext.__file__).parent, site / "jupytext")
         (site / "jupytext" / "version.py").write_text('"""Jupytext\'s version number"""\n\n__version__ = "1.19.5"\n')
         return prefix / "bin" / "python"
-
 
 
 class Disconnected(Exception):
