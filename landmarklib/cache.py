@@ -289,9 +289,8 @@ def _resumable(out: Path, manifest: dict) -> np.ndarray | None:
 
 DECODE_CHUNK = 64      # images a worker decodes per task
 # The build's state (every row's affine, size and done flag: 19 MB at contest scale) is saved this often,
-# and when the build ends or fails: a killed build loses at most these seconds. It was once per 1,024
-# images, and without a progress bar after every chunk: quadratic in the rows (at contest scale 7,720 saves,
-# 0.24 of 0.57 ms per image: bench/bench_cache_build.py).
+# and when the build ends or fails: a killed build loses at most these seconds. Saving per chunk instead
+# was quadratic in the rows (docs/RESULTS.md, "Time per image from 10k to full size").
 SAVE_SECONDS = 5.0
 
 

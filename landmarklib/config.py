@@ -24,10 +24,8 @@ from .schedules import LR_BATCH, LR_SCALINGS, SCHEDULES, default_drop_at
 from .settings import BOOL_WORDS, Setting, by_name, defaults, parse_bool
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-# The default peak LR, by where the backbone starts. Fine-tuning (bench/bench_finetune.py: resnet18
-# pretrained on another render style, then 5 epochs on the demo set, two seeds, test MSE px²) scored
-# 4.99 at 1e-3, 5.37 at 5e-4, 5.38 at 2.5e-4 and 5.96 at the from-scratch 2e-3; a backbone at a
-# tenth of the head's LR gained nothing (6.02). README: "Fine-tuning".
+# The default peak LR, by where the backbone starts: fine-tuned weights scored best at 1e-3, half the
+# from-scratch LR (docs/RESULTS.md, "Fine-tuning, rehearsed offline").
 LR_SCRATCH, LR_FINETUNE = 2e-3, 1e-3
 SEED_MAX = 2 ** 32 - 1   # numpy's and torch's generators take seeds below 2**32
 
@@ -50,9 +48,8 @@ RECIPES: dict[str, dict] = {
     # The ablation grids' base: short enough that a grid of arms x seeds runs in minutes on the demo set.
     "ablation": {"epochs": 6, "crop_size": 64},
     # The EDA's out-of-fold models: the whole face in view (pad); L1, so the few bad labels in each fold
-    # pull the model little; one drop before the last epoch. They validate nothing, so precise BN has
-    # no curve to correct, and its one effect measured on them was a loss (the alt style's recall at
-    # k = 12 0.78 with it, 0.88 without; one run each): off, as the thresholds were designed.
+    # pull the model little; one drop before the last epoch. No precise BN: they validate nothing, and
+    # it cost the detector recall (docs/RESULTS.md, "Validation that measures the weights").
     "eda": {"epochs": 6, "crop_size": 64, "resize_mode": "pad", "schedule": "drop", "drop_at": [5], "loss": "l1",
             "augment": "full", "precise_bn": 0},
 }

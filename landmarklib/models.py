@@ -100,10 +100,8 @@ def _unavailable(arch: str, e: Exception) -> None:
 
 
 # From scratch, each residual block of a ResNet / ResNeXt starts as the identity (its last BN scale at
-# 0, Goyal et al. 2017), except in these. Demo set, 64 px, 5 epochs, validation MSE px² with / without:
-# resnet101 29 / 361 and resnet50 32 / 258 (stuck at the mean shape), resnet34 26 / 40, but resnet18,
-# 8 blocks deep, 30 and 32 / 17 and 15 (two seeds): a shallow net loses its short budget growing
-# its blocks back from zero.
+# 0, Goyal et al. 2017; without it the deep ones stay at the mean shape), except in these: resnet18
+# learns faster without it (docs/RESULTS.md, "The default recipe, and why").
 IDENTITY_START_EXEMPT = {"resnet18"}
 
 

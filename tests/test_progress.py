@@ -8,6 +8,7 @@ import sys
 import time
 
 import nbformat
+import pytest
 
 import landmarklib.csvfiles as csvfiles_mod
 from conftest import ROOT
