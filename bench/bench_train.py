@@ -46,7 +46,8 @@ from landmarklib.runtime import resolve_device  # noqa: E402
 from landmarklib.score import score_submission  # noqa: E402
 from landmarklib.submission import write_submission  # noqa: E402
 from landmarklib.synth import make_dataset  # noqa: E402
-from landmarklib.train import fit, train_model  # noqa: E402
+from landmarklib.engine import train_model  # noqa: E402
+from landmarklib.train import fit  # noqa: E402
 
 
 def ours_throughput(cache, arch, device, batch, steps, amp, channels_last, compile=False):

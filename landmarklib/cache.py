@@ -26,9 +26,9 @@ from PIL import Image, UnidentifiedImageError
 from .atomic import atomic_path, check_free_space, file_lock, write_json
 from .csvfiles import is_int16
 from .data import SPLIT_CSV, Split, check, check_images_exist, file_digest, is_synthetic, label_ranges, load_split
-from .images import open_image
 from .errors import DataError, os_error
 from .geometry import encode, fit_affine, warp_image
+from .images import open_image
 from .layout import N_POINTS
 from .progress import bar
 from .workers import process_pool

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 from .augment import MODES as AUGMENTS
-from .loader import ORDERS as BATCH_ORDERS
 from .data import is_synthetic
 from .errors import DataError
 from .geometry import MODES as RESIZE_MODES
+from .loader import ORDERS as BATCH_ORDERS
 from .losses import LOSSES
 from .models import ARCHS, MIN_INPUT, check_arch
 from .runtime import AMP_MODES, DEVICE_NAMES, device_name

@@ -28,17 +28,17 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .cache import Cache, build_cache, cache_root
-from .loader import BatchLoader
 from .config import RECIPES, make_config
 from .csvfiles import read_landmark_lines
 from .data import SPLIT_CSV, Split, fingerprint, load_split
-from .images import image_sizes
 from .errors import DataError, check_output, cli
+from .images import image_sizes
 from .layout import GROUPS
+from .loader import BatchLoader
 from .predict import predict_normalized
 from .progress import bar
 from .runtime import autocast_dtype, resolve_device
-from .train import train_model
+from .engine import train_model
 
 Z_DEFAULT = 12.0        # the old default threshold of every stage (k=12); the tests' line between clean and planted
 GEOMETRY_Z = 100.0      # score given to a failed geometry rule: above any sane threshold

@@ -24,12 +24,12 @@ from . import colab
 from .ablation import GRIDS
 from .config import DEFAULTS, DEMO, RECIPE_KEYS, RECIPES, RUN, SEED_MAX, SETTINGS, quick_profile
 from .data import file_digest, fingerprint, has_layout, is_synthetic
-from .unpack import UNPACKED_MARKER, put_test_points, unpack_contest
 from .errors import DataError
 from .predict import TTA
 from .runs import best_runs
 from .settings import Setting, by_name, parse_bool
 from .synth import make_dataset
+from .unpack import UNPACKED_MARKER, put_test_points, unpack_contest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 # Names IPython itself puts into a kernel's namespace.
@@ -92,9 +92,6 @@ PARAMETERS: dict[str, tuple[Setting, ...]] = {
 # The notebooks, in the order they run: the one list that run_all.sh (python -m landmarklib.cells --list),
 # the tests and the README's badges follow. A new notebook: its PARAMETERS entry, then python -m landmarklib.cells.
 NOTEBOOKS = tuple(PARAMETERS)
-# Parameters that changed their name: a papermill -p of the old one says the new one.
-RENAMED = {("data", "run_dir"): "out_dir", ("eda_bad_annotations", "run_dir"): "out_dir",
-           ("lr_drop_ablation", "run_dir"): "grid_dir", ("submission", "run_dir"): "run_dirs"}
 
 
 def _bound_names(source: str) -> set[str]:
@@ -141,9 +138,6 @@ def check_parameters(name: str, namespace: dict) -> dict:
         unknown = sorted(k for k, v in namespace.items()
                          if not k.startswith("_") and k not in declared and k not in others and k not in _IPYTHON
                          and isinstance(v, _LITERALS))
-        for old in unknown:
-            if (name, old) in RENAMED:
-                raise ValueError(f"notebooks/{name}.ipynb: the parameter {old} is now {RENAMED[name, old]}")
         if unknown:
             raise ValueError(f"notebooks/{name}.ipynb has no parameter(s) {unknown}; its parameters: "
                              f"{', '.join(declared)}")

@@ -18,11 +18,12 @@ import torch
 from . import checkpoint
 from .augment import flip_targets, to_nchw
 from .cache import build_cache, cache_root
-from .loader import BatchLoader
+from .config import SETTINGS
 from .data import load_split
 from .errors import DataError, check_output, cli
 from .geometry import decode
 from .layout import N_POINTS
+from .loader import BatchLoader
 from .models import create_model
 from .progress import bar
 from .runtime import autocast_dtype, prepare_model, resolve_device
@@ -82,7 +83,7 @@ def predict_split(checkpoints: list[str | Path], data_dir: str | Path, split: st
             total = np.zeros((len(idx), N_POINTS, 2), np.float32)
         pos = np.empty(len(cache), np.int64)
         pos[idx] = np.arange(len(idx))
-        amp_dtype = autocast_dtype(dev, cfg.get("amp", True))
+        amp_dtype = autocast_dtype(dev, SETTINGS["amp"].check(cfg.get("amp", "auto")))   # as the run read it
         for start in range(0, len(idx), PREDICT_CHUNK):
             loader = BatchLoader(cache.images, None, idx[start:start + PREDICT_CHUNK], batch_size, shuffle=False,
                                  device=dev)

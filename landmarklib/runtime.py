@@ -45,13 +45,12 @@ def resolve_device(name: str) -> torch.device:
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
-def autocast_dtype(device: torch.device, amp: str | bool = "auto") -> torch.dtype | None:
+def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     """The autocast type for `amp` (AMP_MODES) on `device`; None means fp32 (CPU and MPS always).
 
     auto: bf16 on GPUs that have it in hardware (compute capability 8.0 and up), fp16 (with a
     GradScaler) below that. torch.cuda.is_bf16_supported() is not the test: it says True on a
-    T4, which only emulates bf16, slowly. True/False (older configs) mean auto/off."""
-    amp = {True: "auto", False: "off"}.get(amp, amp)
+    T4, which only emulates bf16, slowly."""
     if amp not in AMP_MODES:
         raise ValueError(f"amp: unknown mode {amp!r}; choose one of {', '.join(AMP_MODES)}")
     if amp == "off" or device.type != "cuda":

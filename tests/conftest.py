@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from landmarklib.data import load_split  # noqa: E402
+from landmarklib.notebook import NOTEBOOKS  # noqa: E402
 from landmarklib.synth import make_dataset  # noqa: E402
 
 
@@ -95,7 +96,7 @@ def assert_the_main_job_made_everything(run: Path) -> None:
     and table, a blocklist, and a validated, locally scored submission."""
     import nbformat
     import pandas as pd
-    for name in ("data", "eda_bad_annotations", "train", "lr_drop_ablation", "submission"):
+    for name in NOTEBOOKS:
         nb = nbformat.read(run / "notebooks" / f"{name}.ipynb", as_version=4)
         assert nb.metadata["papermill"]["exception"] is None, name
     assert (run / "ablation" / "ablation_lr_drop.png").stat().st_size > 10_000

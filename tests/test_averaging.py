@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from landmarklib import train as train_mod
+from landmarklib import engine
 from landmarklib.averaging import ema_decay, make_ema, recompute_bn
 from landmarklib.cache import build_cache
 from landmarklib.config import as_current, make_config
@@ -80,7 +80,7 @@ def test_checkpoints_hold_the_averaged_weights_with_their_statistics_and_validat
     # Its BatchNorm statistics are the precise ones for its own weights: recomputed again, they stay.
     model, saved_cfg = load_checkpoint(run / "best.pt", torch.device("cpu"))
     train_idx, _ = split_indices(60, 0.2)
-    recompute_bn(model, train_mod._bn_loader(make_config(saved_cfg | {"run_dir": None}), cache, train_idx,
+    recompute_bn(model, engine._bn_loader(make_config(saved_cfg | {"run_dir": None}), cache, train_idx,
                                              torch.device("cpu")))
     for k, v in _bns(model.state_dict()).items():
         assert torch.allclose(v, best["model"][k], rtol=1e-4, atol=1e-6), k
@@ -100,16 +100,16 @@ def test_precise_bn_replaces_the_statistics_training_left(synth_dir, tmp_path):
 def test_a_resumed_run_with_ema_and_precise_bn_equals_an_uninterrupted_one(synth_dir, tmp_path, monkeypatch):
     cfg = _cfg(synth_dir, tmp_path, epochs=3, ema=0.3, precise_bn=16, augment="full")
     straight = fit(cfg | {"run_dir": str(tmp_path / "a")}, progress=False)
-    write = train_mod._write_history
+    write = engine._write_history
 
     def stop_after_first_epoch(path, history):        # a disconnect right after epoch 1 was saved
         write(path, history)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod, "_write_history", stop_after_first_epoch)
+    monkeypatch.setattr(engine, "_write_history", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg | {"run_dir": str(tmp_path / "b")}, progress=False)
-    monkeypatch.setattr(train_mod, "_write_history", write)
+    monkeypatch.setattr(engine, "_write_history", write)
     resumed = fit(cfg | {"run_dir": str(tmp_path / "b")}, progress=False)
     for ra, rb in zip(straight, resumed, strict=True):
         for k in ("train_loss", "val_mse_px", "val_mse30_px"):

@@ -16,8 +16,6 @@ from landmarklib import runtime, train
     ((7, 5), "bf16", torch.bfloat16),     # asked for by name
     ((9, 0), "fp16", torch.float16),
     ((9, 0), "off", None),
-    ((9, 0), True, torch.bfloat16),       # configs written before amp took names
-    ((7, 5), False, None),
 ])
 def test_precision_follows_the_hardware(monkeypatch, capability, amp, expected):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)

@@ -16,7 +16,7 @@ import torch
 
 import landmarklib.checkpoint as checkpoint_mod
 import landmarklib.models as models
-import landmarklib.train as train_mod
+import landmarklib.engine as engine_mod
 from conftest import edit_in_place, enospc, peak_bytes, run_cli, zip_of
 from landmarklib import eda, predict, train
 from landmarklib.atomic import write_json
@@ -358,17 +358,17 @@ def test_disconnect_rehearsal_data_and_cache_gone_run_resumes_exactly(synth_dir,
                    progress=False)
 
     straight = run(tmp_path / "drive" / "straight")
-    real = train_mod.train_one_epoch
+    real = engine_mod.train_one_epoch
 
     def disconnect_at_epoch_3(*args, **kw):
         if args[5] == 2:
             raise KeyboardInterrupt("runtime disconnected")
         return real(*args, **kw)
-    monkeypatch.setattr(train_mod, "train_one_epoch", disconnect_at_epoch_3)
+    monkeypatch.setattr(engine_mod, "train_one_epoch", disconnect_at_epoch_3)
     run_dir = tmp_path / "drive" / "run"
     with pytest.raises(KeyboardInterrupt):
         run(run_dir)
-    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    monkeypatch.setattr(engine_mod, "train_one_epoch", real)
     assert len(torch.load(run_dir / "last.pt", weights_only=True)["history"]) == 2
     shutil.rmtree(local)                                       # the runtime is recycled: /content is gone
     resumed = run(run_dir)
@@ -484,20 +484,19 @@ def test_torchrun_two_processes_match_one(synth_dir, tmp_path):
 
 def test_a_diverging_run_stops_naming_epoch_step_and_lr_and_keeps_the_last_good_checkpoint(synth_dir, tmp_path):
     from landmarklib.errors import DataError
-    from landmarklib.train import Diverged
+    from landmarklib.engine import Diverged
     cfg = _cfg(synth_dir, tmp_path, epochs=2, max_train_steps=2)
     fit(cfg, progress=False)                                           # two good epochs
     good = (tmp_path / "run" / "last.pt").read_bytes()
-    from landmarklib import train as train_mod
-    real = train_mod.peak_lr
-    train_mod.peak_lr = lambda c: 1e4   # resumed for a third epoch with the LR blown up: the loss runs away
+    real = engine_mod.peak_lr
+    engine_mod.peak_lr = lambda c: 1e4   # resumed for a third epoch with the LR blown up: the loss runs away
     try:
         # the drop at epoch 2 (factor 0.1) makes the blown-up peak 1e4 an LR of 1e3 in epoch 3
         with pytest.raises(Diverged, match=r"diverged at epoch 3 step \d+ \(lr 1\.00e\+03\): .*run/last.pt keeps "
                                            r"epoch 2; lower lr"):
             fit(cfg | {"epochs": 3}, progress=False)
     finally:
-        train_mod.peak_lr = real
+        engine_mod.peak_lr = real
     assert (tmp_path / "run" / "last.pt").read_bytes() == good and issubclass(Diverged, DataError)
     assert len(_history(tmp_path / "run")) == 2
 
