@@ -35,7 +35,8 @@ MAKE_DEMO=False
 
 # The .ipynb files run below hold their .py files' cells. Checked, never written: the main job leaves the
 # clone as it found it (a jupytext of another version rewrites what it syncs, and a dirty clone cannot pull).
-"$PY" -m landmarklib.cells --check || exit 2
+# Then the notebooks to run, in order (notebook.NOTEBOOKS).
+NOTEBOOK_NAMES=$("$PY" -m landmarklib.cells --check --list) || exit 2
 
 run() {  # run NOTEBOOK [papermill args...]
   local nb=$1; shift
@@ -57,7 +58,7 @@ run() {  # run NOTEBOOK [papermill args...]
   echo "   done in $((SECONDS - start)) s"
 }
 
-for nb in $("$PY" -m landmarklib.cells --list); do   # notebook.NOTEBOOKS, in order
+for nb in $NOTEBOOK_NAMES; do
   case $nb in   # each notebook's own parameters in the main job; data_dir and quick go to every one
     data)                ARGS=(-p out_dir "$OUT" -p demo "$MAKE_DEMO") ;;
     eda_bad_annotations) ARGS=(-p out_dir "$OUT" -p out "$OUT/bad_annotations.csv") ;;

@@ -169,17 +169,18 @@ def stale(folder: Path = NOTEBOOK_DIR) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m landmarklib.cells", description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the notebooks that differ")
-    p.add_argument("--list", action="store_true", help="print the notebooks' names, in the order they run")
+    p.add_argument("--list", action="store_true", help="print the notebooks' names, in the order they run (after --check, if given)")
     args = p.parse_args(argv)
-    if args.list:
-        print("\n".join(NOTEBOOKS))
-        return 0
     if args.check:
         names = stale()
         if names:
             print(f"error: notebooks {', '.join(names)}: their .py and .ipynb cells differ, or a setup or parameters "
                   f"cell is not its declaration; run `python -m landmarklib.cells`", file=sys.stderr)
-        return 1 if names else 0
+            return 1
+    if args.list:
+        print("\n".join(NOTEBOOKS))
+    if args.check or args.list:
+        return 0
     for path in write():
         print(f"wrote {path}")
     return 0
