@@ -13,6 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):   # one of several test processes: one thread each, and the same
+    os.environ["OMP_NUM_THREADS"] = "1"        # for the processes a test starts, or they fight for the cores
 
 from landmarklib.data import load_split  # noqa: E402
 from landmarklib.notebook import NOTEBOOKS  # noqa: E402
