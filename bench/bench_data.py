@@ -1,5 +1,5 @@
 """Data benchmarks, side by side in one run on the same files:
-  1. landmarks.csv load: landmarklib.data.read_landmarks (pandas C parser) vs a per-line Python loop;
+  1. landmarks.csv load: landmarklib.csvfiles.read_landmarks (pandas C parser) vs a per-line Python loop;
   2. decode-cache build, images/s, with each start method of its worker processes (forkserver,
      the default, against fork and spawn);
   3. one epoch of feed, images/s: BatchLoader over the cache vs a per-image decode-resize-crop

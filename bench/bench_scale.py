@@ -137,13 +137,13 @@ def make_prefix_set(full: Path, out: Path, n_train: int) -> None:
 # ---------------------------------------------------------------- one stage, in its own process
 
 def run_stage(stage: str, data_dir: Path, work: Path, crop: int, steps: int) -> None:
-    from landmarklib import data, eda, predict, score, submission, train
+    from landmarklib import csvfiles, data, eda, predict, score, submission, train
     from landmarklib.cache import build_cache, cache_root
     run = work / "run"
     if stage == "base":   # imports only: what every stage's figures start from
         print("imports")
     elif stage == "csv":
-        names, lm = data.read_landmarks(data_dir / "train" / "landmarks.csv")
+        names, lm = csvfiles.read_landmarks(data_dir / "train" / "landmarks.csv")
         print(f"{len(names)} rows, labels {lm.dtype} {lm.nbytes / 2**30:.2f} GiB")
     elif stage == "check":
         print(data.format_report(data.check(data_dir)))

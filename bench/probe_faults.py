@@ -103,7 +103,7 @@ def zip_of(src: Path, dest: Path, prefix="DATA/", skip=("SYNTHETIC.json",), sep=
 
 def unpack(z: Path, d: Path, scratch: Path, test_points: Path | None = None) -> list:
     tp = f", test_points={str(test_points)!r}" if test_points else ""
-    return as_cli(f"from landmarklib.data import unpack_contest; unpack_contest({str(z)!r}, {str(d)!r}, "
+    return as_cli(f"from landmarklib.unpack import unpack_contest; unpack_contest({str(z)!r}, {str(d)!r}, "
                   f"scratch={str(scratch)!r}{tp}); print('unpacked')")
 
 
@@ -551,14 +551,14 @@ def _(d, t):
 def _(d, t):
     names = load_split(d, "train").names
     (t / "bl.csv").write_text("file_name,flagged\n" + f"{names[0]},yes\n{names[1]},no\n")
-    code = f"from landmarklib.data import read_blocklist; print(sorted(read_blocklist({str(t / 'bl.csv')!r})))"
+    code = f"from landmarklib.csvfiles import read_blocklist; print(sorted(read_blocklist({str(t / 'bl.csv')!r})))"
     return as_cli(code), ("check", lambda rc, out, err: rc == 0 and out.strip() == str([str(names[0])]))
 
 
 @case("side files", "a blocklist whose flagged column says 'maybe'")
 def _(d, t):
     (t / "bl.csv").write_text("file_name,flagged\na.jpg,true\nb.jpg,maybe\n")
-    return as_cli(f"from landmarklib.data import read_blocklist; read_blocklist({str(t / 'bl.csv')!r})"), \
+    return as_cli(f"from landmarklib.csvfiles import read_blocklist; read_blocklist({str(t / 'bl.csv')!r})"), \
         expect_error(r"bl.csv:3: flagged is 'maybe'")
 
 
@@ -617,9 +617,9 @@ def _(d, t):
 @case("zip formats", "names written with backslashes (an old Windows tool)")
 def _(d, t):
     z = zip_of(d, t / "bs.zip", sep="\\")
-    return as_cli(f"from landmarklib.data import unpack_contest, check; unpack_contest({str(z)!r}, "
-                  f"{str(t / 'unz')!r}, scratch={str(t / 'scratch')!r}); print(check({str(t / 'unz')!r}, "
-                  f"workers=1)['train']['images'])"), ("check", lambda rc, out, err: rc == 0 and out.strip() == "60")
+    return as_cli(f"from landmarklib.unpack import unpack_contest; from landmarklib.data import check; "
+                  f"unpack_contest({str(z)!r}, {str(t / 'unz')!r}, scratch={str(t / 'scratch')!r}); "
+                  f"print(check({str(t / 'unz')!r}, workers=1)['train']['images'])"), ("check", lambda rc, out, err: rc == 0 and out.strip() == "60")
 
 
 @case("csv names", "a file_name that begins with a quote")
@@ -656,7 +656,7 @@ def _small_disk(folder_part: str, free: int, call: str) -> list:
 @case("disk", "a full TMPDIR during the zip's scratch copy, then room: the rerun unpacks whole")
 def _(d, t):
     z = zip_of(d, t / "drive" / "contest.zip")
-    call = (f"from landmarklib.data import unpack_contest; unpack_contest({str(z)!r}, {str(t / 'unz')!r}, "
+    call = (f"from landmarklib.unpack import unpack_contest; unpack_contest({str(z)!r}, {str(t / 'unz')!r}, "
             f"scratch={str(t / 'scratch')!r})")
     rc, _, err = run(_small_disk("scratch", 1000, call))
     assert rc == 2 and "scratch: copying contest.zip needs" in err and "free there" in err, err
@@ -676,7 +676,7 @@ def _(d, t):
 @case("disk", "TMPDIR filling up during the scratch copy (after the check passed), then room")
 def _(d, t):
     z = zip_of(d, t / "drive" / "contest.zip")
-    call = (f"from landmarklib.data import unpack_contest; unpack_contest({str(z)!r}, {str(t / 'unz')!r}, "
+    call = (f"from landmarklib.unpack import unpack_contest; unpack_contest({str(z)!r}, {str(t / 'unz')!r}, "
             f"scratch={str(t / 'scratch')!r})")
     full = as_cli("import errno, shutil\n    def copy2(src, dst):\n        open(dst, 'wb').write(b'x' * 100)\n"
                   "        raise OSError(errno.ENOSPC, 'No space left on device', str(dst))\n"
