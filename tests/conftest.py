@@ -39,7 +39,6 @@ def synth_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def synth_copy(synth_dir, tmp_path) -> Path:
     """A private copy of the tiny set, for tests that break it."""
-    import shutil
     dst = tmp_path / "data"
     shutil.copytree(synth_dir, dst)
     return dst

@@ -151,7 +151,6 @@ def test_parsing_landmarks_csv_costs_int16_per_row(monkeypatch):
 
 
 def test_labels_that_are_not_whole_numbers_fall_back_to_float32_exactly(tmp_path, capsys):
-    from landmarklib.csvfiles import read_landmarks
     rng = np.random.default_rng(1)
     _, lm = read_landmarks(_write_csv(tmp_path / "a.csv", 30, rng))
     assert lm.dtype == np.int16
@@ -165,7 +164,6 @@ def test_labels_that_are_not_whole_numbers_fall_back_to_float32_exactly(tmp_path
 
 
 def test_blocklist_flags_take_the_words_people_write_or_name_the_row(tmp_path):
-    from landmarklib.errors import DataError
     bl = tmp_path / "bl.csv"
     bl.write_text("file_name,flagged\na.jpg,yes\nb.jpg,no\nc.jpg, On \nd.jpg,0\ne.jpg,TRUE\n")
     assert read_blocklist(bl) == {"a.jpg", "c.jpg", "e.jpg"}

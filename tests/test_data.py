@@ -26,7 +26,6 @@ def _image_of_row(root, row):
 
 
 def _tiny_image(root, row, size):
-    from PIL import Image
     Image.new("RGB", size, (90, 90, 90)).save(_image_of_row(root, row), "JPEG")
 
 

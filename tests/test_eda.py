@@ -203,7 +203,6 @@ def test_eda_shape_stage_grows_by_its_scores_only():
     reason (tens of bytes), not the aligned shape (7.8 kB in complex64, 15.5 kB in float64).
     Slope between 1,000 and 4,000 shapes, so the chunk's own working memory cancels. Before
     chunking the stage held about 50 kB per shape."""
-    from landmarklib.synth import face_points, sample_face
     rng = np.random.default_rng(0)
     base = np.stack([face_points(sample_face(rng)) for _ in range(200)]).astype(np.float32)
     shapes = base[rng.integers(0, 200, 4000)] + rng.normal(0, 0.5, (4000, 971, 2)).astype(np.float32)

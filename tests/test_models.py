@@ -112,7 +112,6 @@ def test_pretrained_falls_back_with_one_warning(monkeypatch):
 
 
 def test_weights_path_loads_a_local_file(tmp_path):
-    import torchvision
     ref = torchvision.models.resnet18()
     torch.save(ref.state_dict(), tmp_path / "w.pt")
     model = create_model("resnet18", weights_path=tmp_path / "w.pt")
@@ -124,7 +123,6 @@ def test_weights_path_loads_a_local_file(tmp_path):
 def test_resnets_from_scratch_start_each_residual_block_as_the_identity_but_resnet18():
     """zero_init_residual: the last BN scale of every block is 0, so a deep ResNet trains like a shallow
     one at first; other layers keep their random init. resnet18 is exempt (it learns faster without)."""
-    from landmarklib.models import create_model
     blocks = [m for m in create_model("resnet34").modules() if type(m).__name__ == "BasicBlock"]
     assert len(blocks) == 16 and all(float(b.bn2.weight.detach().abs().sum()) == 0 for b in blocks)
     assert all(float(b.bn1.weight.detach().abs().sum()) > 0 for b in blocks)
@@ -136,7 +134,6 @@ def test_a_pickle_that_would_run_code_is_refused_unread(tmp_path):
     import os
     import pickle
 
-    from landmarklib.errors import DataError
 
     class Payload:
         def __reduce__(self):

@@ -14,8 +14,6 @@ from landmarklib.unpack import unpack_contest
 
 def test_unpack_contest_zip_with_separate_test_points(synth_dir, tmp_path):
     """The 2020 layout: a zip with a top folder, test_points.csv shipped beside it."""
-    import zipfile
-    from landmarklib.unpack import unpack_contest
     zpath = zip_of(synth_dir, tmp_path / "drive" / "contest.zip", skip=("test_points.csv",))
     (tmp_path / "drive" / "test_points.csv").write_bytes((synth_dir / "test" / "test_points.csv").read_bytes())
     out = unpack_contest(zpath, tmp_path / "data", scratch=tmp_path)
@@ -28,7 +26,6 @@ def test_unpack_contest_zip_with_separate_test_points(synth_dir, tmp_path):
 
 def test_a_rerun_with_another_zip_unpacks_it_in_place_of_the_old_data(synth_dir, tmp_path, capsys):
     from landmarklib.data import load_split
-    from landmarklib.unpack import unpack_contest
     from landmarklib.synth import make_dataset
     a = zip_of(synth_dir, tmp_path / "a" / "contest.zip")
     b = zip_of(make_dataset(tmp_path / "other", n_train=40, n_test=10, seed=9, workers=1), tmp_path / "b" / "contest.zip")
@@ -43,7 +40,6 @@ def test_a_rerun_with_another_zip_unpacks_it_in_place_of_the_old_data(synth_dir,
 
 def test_an_unfinished_unpack_of_another_zip_is_not_mixed_in(synth_dir, tmp_path, capsys):
     import json
-    from landmarklib.unpack import unpack_contest
     a = zip_of(synth_dir, tmp_path / "a" / "contest.zip")
     d = tmp_path / "data"
     (d / "train" / "images").mkdir(parents=True)
@@ -56,7 +52,6 @@ def test_an_unfinished_unpack_of_another_zip_is_not_mixed_in(synth_dir, tmp_path
 
 def test_given_test_points_win_over_the_zips_own_and_a_corrected_file_is_taken_on_a_rerun(synth_dir, tmp_path,
                                                                                           capsys):
-    from landmarklib.unpack import unpack_contest
     z = zip_of(synth_dir, tmp_path / "contest.zip")
     own = (synth_dir / "test" / "test_points.csv").read_bytes()
     given = tmp_path / "given.csv"
@@ -77,7 +72,6 @@ def test_given_test_points_win_over_the_zips_own_and_a_corrected_file_is_taken_o
 def test_zip_members_of_the_kinds_windows_and_attackers_write(synth_dir, tmp_path):
     """Backslash separators are folders; a symbolic link, an encrypted member, Deflate64 (Windows
     Explorer's large zips) or another method zipfile cannot read is one line naming it, nothing unpacked."""
-    import zipfile
     from landmarklib.data import load_split
     from landmarklib.unpack import _check_member, unpack_contest
     z = zip_of(synth_dir, tmp_path / "win.zip", sep="\\")
