@@ -169,7 +169,8 @@ def stale(folder: Path = NOTEBOOK_DIR) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m landmarklib.cells", description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the notebooks that differ")
-    p.add_argument("--list", action="store_true", help="print the notebooks' names, in the order they run (after --check, if given)")
+    p.add_argument("--list", action="store_true",
+                   help="print the notebooks' names, in the order they run (after --check, if given)")
     args = p.parse_args(argv)
     if args.check:
         names = stale()

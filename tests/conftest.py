@@ -61,6 +61,11 @@ def zip_of(src: Path, dest: Path, prefix: str = "DATA/", skip=("SYNTHETIC.json",
 
 
 ROOT = Path(__file__).resolve().parents[1]
+# The smallest run that trains, which every test's run settings start from, and the two variants several
+# test files use.
+TINY_RUN = {"arch": "resnet18", "crop_size": 32, "batch_size": 8, "device": "cpu", "workers": 1}
+TINY_ONE_STEP = TINY_RUN | {"epochs": 1, "max_train_steps": 1}
+TINY_DROP = TINY_RUN | {"epochs": 2, "drop_at": [1], "max_train_steps": 2}
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"]
 
 

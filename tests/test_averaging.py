@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_RUN
 from landmarklib import engine
 from landmarklib.averaging import ema_decay, make_ema, recompute_bn
 from landmarklib.cache import build_cache
@@ -16,8 +17,7 @@ from landmarklib.metric import mse_per_image
 from landmarklib.predict import load_checkpoint, predict_split
 from landmarklib.train import fit
 
-TINY = {"arch": "resnet18", "crop_size": 32, "batch_size": 8, "lr": 1e-3, "device": "cpu", "workers": 1,
-        "epochs": 2}
+TINY = TINY_RUN | {"lr": 1e-3, "epochs": 2}
 
 
 def _cfg(synth_dir, tmp_path, **kw):

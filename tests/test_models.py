@@ -7,7 +7,7 @@ import timm
 import torch
 import torchvision
 
-from conftest import run_cli
+from conftest import TINY_ONE_STEP, run_cli
 from landmarklib import models, train
 from landmarklib.augment import flip_targets
 from landmarklib.config import make_config, use_pretrained
@@ -19,10 +19,6 @@ from landmarklib.train import fit
 
 
 SMALL_TIMM = ["timm:resnet10t", "timm:mobilenetv3_small_050"]
-
-
-TINY_ONE_STEP = {"arch": "resnet18", "crop_size": 32, "batch_size": 8, "device": "cpu", "workers": 1, "epochs": 1,
-        "max_train_steps": 1}
 
 
 @pytest.mark.parametrize("arch", SMALL_TIMM)

@@ -6,14 +6,14 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from conftest import TINY_RUN
 from landmarklib import runs
 from landmarklib.atomic import run_lock
 from landmarklib.errors import DataError
 from landmarklib.notebook import choose_runs
 from landmarklib.train import fit
 
-TINY = {"arch": "resnet18", "crop_size": 32, "batch_size": 8, "device": "cpu", "workers": 1, "epochs": 2,
-        "max_train_steps": 2}
+TINY = TINY_RUN | {"epochs": 2, "max_train_steps": 2}
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,8 @@
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import TINY_DROP
 from landmarklib.train import fit
-
-
-TINY_DROP = {"arch": "resnet18", "crop_size": 32, "batch_size": 8, "device": "cpu", "workers": 1, "epochs": 2,
-        "drop_at": [1], "max_train_steps": 2}
 
 
 def test_tensorboard_events_read_back(synth_dir, tmp_path):

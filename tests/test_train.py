@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import landmarklib.checkpoint as checkpoint_mod
-import landmarklib.models as models
 import landmarklib.engine as engine_mod
-from conftest import edit_in_place, enospc, peak_bytes, run_cli, zip_of
+import landmarklib.models as models
+from conftest import TINY_DROP, TINY_ONE_STEP, TINY_RUN, edit_in_place, enospc, peak_bytes, run_cli, zip_of
 from landmarklib import eda, predict, train
 from landmarklib.atomic import write_json
 from landmarklib.cache import _save, compact_labels, open_cache
@@ -26,10 +26,6 @@ from landmarklib.data import split_indices
 from landmarklib.loader import BatchLoader
 from landmarklib.notebook import prepare_data
 from landmarklib.train import fit, summary
-
-
-TINY_DROP = {"arch": "resnet18", "crop_size": 32, "batch_size": 8, "device": "cpu", "workers": 1, "epochs": 2,
-        "drop_at": [1], "max_train_steps": 2}
 
 
 TINY_ARGS = ["--arch", "resnet18", "--crop-size", "32", "--batch-size", "8", "--device", "cpu", "--workers", "1",
@@ -93,12 +89,10 @@ def _setup(path) -> None:
         assert t.shape == (64, 971, 2)
 
 
-TINY_RESUME = {"arch": "resnet18", "crop_size": 32, "batch_size": 8, "device": "cpu", "workers": 1, "epochs": 4,
-        "schedule": "drop", "drop_at": [3], "augment": "full", "seed": 2}
+TINY_RESUME = TINY_RUN | {"epochs": 4, "schedule": "drop", "drop_at": [3], "augment": "full", "seed": 2}
 
 
-TINY = {"arch": "resnet18", "crop_size": 32, "batch_size": 8, "lr": 1e-3, "device": "cpu", "workers": 1,
-        "augment": "flip", "schedule": "drop", "drop_at": [2], "epochs": 3}
+TINY = TINY_RUN | {"lr": 1e-3, "augment": "flip", "schedule": "drop", "drop_at": [2], "epochs": 3}
 
 
 def _cfg(synth_dir, tmp_path, **kw):
@@ -109,10 +103,6 @@ def _cfg(synth_dir, tmp_path, **kw):
 def _history(run_dir):
     with open(Path(run_dir) / "history.csv") as f:
         return list(csv.DictReader(f))
-
-
-TINY_ONE_STEP = {"arch": "resnet18", "crop_size": 32, "batch_size": 8, "device": "cpu", "workers": 1, "epochs": 1,
-        "max_train_steps": 1}
 
 
 def test_the_summary_line_names_the_best_epoch_and_the_run_dir():
