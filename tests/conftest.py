@@ -21,12 +21,52 @@ from landmarklib.notebook import NOTEBOOKS  # noqa: E402
 from landmarklib.synth import make_dataset  # noqa: E402
 
 
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
 def pytest_collection_modifyitems(items):
     """Everything under tests/e2e/ is slow: the quick loop (-m "not slow") leaves it out."""
-    e2e = Path(__file__).resolve().parent / "e2e"
     for item in items:
-        if e2e in Path(item.fspath).parents:
+        if E2E in Path(item.fspath).parents:
             item.add_marker(pytest.mark.slow)
+
+
+# Jupyter kernels start only in tests/e2e/, and those tests run in one process, one after another: two
+# kernels starting at once in two processes can be given the same TCP port (jupyter_client picks free
+# ports, then the kernel binds them a second later: nteract/papermill#511), and one dies before it replies.
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, but tests/e2e/ is one unit of work, given out first (it is the longest)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+    e2e = E2E.relative_to(config.rootpath).as_posix()
+
+    class E2EInOneProcess(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return e2e if nodeid.startswith(e2e + "/") else super()._split_scope(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            if e2e in self.workqueue:
+                self.workqueue.move_to_end(e2e, last=False)
+            super()._assign_work_unit(node)
+
+    return E2EInOneProcess(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _kernels_only_in_e2e(request, monkeypatch, tmp_path_factory):
+    """Outside tests/e2e/, the python3 kernel refuses to start and says where such a test belongs."""
+    if E2E in Path(request.node.fspath).parents:
+        return
+    spec = tmp_path_factory.getbasetemp() / "refusing_jupyter" / "kernels" / "python3"
+    if not spec.is_dir():
+        spec.mkdir(parents=True, exist_ok=True)
+        why = "this test starts a Jupyter kernel: it belongs in tests/e2e/ (see tests/conftest.py)"
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-c", f"import sys; sys.exit({why!r})", "{connection_file}"],
+            "display_name": "Python 3 (ipykernel)", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(spec.parents[1]))
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import ROOT
 from landmarklib import ablation
 from landmarklib.config import make_config, run_name
 from landmarklib.errors import DataError
@@ -137,15 +136,3 @@ def test_a_finished_run_is_not_run_again(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="holds no run"):         # the stand-in papermill writes no run: the
         ablation.run_grid(arms, base, [0], tmp_path, nb)         # check after the first unfinished run says so
     assert str(done) not in executed and len(executed) == 1
-
-
-@pytest.mark.slow
-def test_a_failed_ablation_run_surfaces_as_its_own_one_line_error(synth_dir, tmp_path):
-    base = {"data_dir": str(synth_dir), "arch": "resnet18", "epochs": 4, "crop_size": 32, "batch_size": 8,
-            "device": "cpu", "blocklist": str(tmp_path / "missing.csv")}
-    with pytest.raises(DataError) as e:
-        ablation.run_grid({"constant": {"schedule": "constant"}}, base, [0], tmp_path / "runs",
-                          ROOT / "notebooks" / "train.ipynb", quick=True)
-    line = str(e.value)
-    assert "\n" not in line and line.startswith("ablation run 'constant' seed 0 failed: DataError: ")
-    assert "missing.csv" in line and "executed notebook:" in line

@@ -1,6 +1,6 @@
 """`!QUICK=1 ./run_all.sh` in Colab, in the clone a notebook's setup cell made, with Colab's jupytext
 (another version than the notebooks were written with): the main job runs every notebook and leaves
-the clone as it found it. Its own file, so that it runs beside the journey (test_colab_rehearsal.py)."""
+the clone as it found it. In a rehearsed Colab of its own, apart from the journey (test_colab_rehearsal.py)."""
 import rehearsed_colab
 from conftest import assert_the_main_job_made_everything
 from rehearsed_colab import Runtime, clean
