@@ -24,10 +24,14 @@ from landmarklib.synth import make_dataset  # noqa: E402
 E2E = Path(__file__).resolve().parent / "e2e"
 
 
+def _in_e2e(item: pytest.Item) -> bool:
+    return E2E in item.path.parents
+
+
 def pytest_collection_modifyitems(items):
     """Everything under tests/e2e/ is slow: the quick loop (-m "not slow") leaves it out."""
     for item in items:
-        if E2E in Path(item.fspath).parents:
+        if _in_e2e(item):
             item.add_marker(pytest.mark.slow)
 
 
@@ -54,19 +58,24 @@ def pytest_xdist_make_scheduler(config, log):
     return E2EInOneProcess(config, log)
 
 
+@pytest.fixture(scope="session")
+def _refusing_jupyter_path(tmp_path_factory) -> Path:
+    """A JUPYTER_PATH whose python3 kernel exits at once, saying where a test that starts one belongs."""
+    jupyter = tmp_path_factory.mktemp("refusing_jupyter")
+    spec = jupyter / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    why = "this test starts a Jupyter kernel: it belongs in tests/e2e/ (see tests/conftest.py)"
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-c", f"import sys; sys.exit({why!r})", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)", "language": "python"}))
+    return jupyter
+
+
 @pytest.fixture(autouse=True)
-def _kernels_only_in_e2e(request, monkeypatch, tmp_path_factory):
-    """Outside tests/e2e/, the python3 kernel refuses to start and says where such a test belongs."""
-    if E2E in Path(request.node.fspath).parents:
-        return
-    spec = tmp_path_factory.getbasetemp() / "refusing_jupyter" / "kernels" / "python3"
-    if not spec.is_dir():
-        spec.mkdir(parents=True, exist_ok=True)
-        why = "this test starts a Jupyter kernel: it belongs in tests/e2e/ (see tests/conftest.py)"
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-c", f"import sys; sys.exit({why!r})", "{connection_file}"],
-            "display_name": "Python 3 (ipykernel)", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(spec.parents[1]))
+def _kernels_only_in_e2e(request, monkeypatch):
+    """Outside tests/e2e/, the python3 kernel refuses to start."""
+    if not _in_e2e(request.node):
+        monkeypatch.setenv("JUPYTER_PATH", str(request.getfixturevalue("_refusing_jupyter_path")))
 
 
 @pytest.fixture(scope="session")
